@@ -1,0 +1,1 @@
+"""Placeholder: the package API is assembled once the modules land."""

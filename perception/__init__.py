@@ -1,0 +1,1 @@
+"""liquid-perception: model assembly, training, streaming, evaluation and the command line."""

@@ -1,0 +1,1 @@
+"""Benchmarks behind `perception benchmark ...`: each module has add_arguments(parser) and run(args) -> dict."""
