@@ -1,0 +1,280 @@
+"""Cutting an event stream into windows, by duration or by event count.
+
+A ``WindowSpec`` says how (and is plain data a checkpoint can record); ``slice_windows`` cuts an
+in-memory array, ``iter_windows`` an iterator of chunks (what the streaming readers yield), and
+``WindowCutter`` is the push-style engine under both. The windows are the same whether the events
+arrive all at once or in chunks of any size.
+
+Rules, for a stream whose first window starts at t0 = ``t_start_us`` (default: the first event's time):
+
+- duration: window k covers the half-open time range [t0 + k * stride, t0 + k * stride + size).
+  A window with no events is still yielded (with an empty array), so time keeps advancing; a long
+  silence therefore yields one empty window per stride (a jump worth more than
+  ``MAX_EMPTY_WINDOWS`` of them is refused as a corrupt timestamp).
+- count: window k holds events [k * stride, k * stride + size). Its time range is
+  [t of its first event, t of its last event + 1), so t_start_us <= t < t_end_us holds in both
+  modes, and the time between consecutive windows' ends is the real, variable dt.
+- The last window is the first one that contains the stream's last event: later windows would
+  only repeat part of it. It may be partial (shorter in count, or cut off by the end of the
+  stream); ``drop_last=True`` drops it when it is (count: fewer than ``size`` events; duration:
+  its end lies after the last event's time + 1).
+
+Window events are read-only views into the input (or into the cutter's own buffer of the events
+carried over between chunks): nothing is copied per window, and nobody can modify the caller's
+array through a window. A window of a chunk is valid while that chunk is; the events carried over
+to later windows are copied, so a reader may reuse its chunk buffer once it has the windows.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from data.errors import DataError
+from data.events import EVENT_DTYPE, Events, as_events, check_events
+
+WINDOW_MODES = ("duration", "count")
+MAX_EMPTY_WINDOWS = 10_000_000  # a bigger jump in time between two events is refused as corrupt
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """How a stream is cut into windows.
+
+    Attributes:
+        mode: ``"duration"`` (size and overlap in microseconds) or ``"count"`` (in events).
+        size: window length, >= 1.
+        overlap: how much consecutive windows share, 0 <= overlap < size; stride = size - overlap.
+        drop_last: drop the final window when the stream ends inside it (module docstring).
+    """
+
+    mode: str = "duration"
+    size: int = 50_000
+    overlap: int = 0
+    drop_last: bool = False
+
+    def __post_init__(self):
+        if self.mode not in WINDOW_MODES:
+            raise DataError(f"WindowSpec: mode must be one of {', '.join(map(repr, WINDOW_MODES))}; got {self.mode!r}")
+        unit = "microseconds" if self.mode == "duration" else "events"
+        for name in ("size", "overlap"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise DataError(f"WindowSpec: {name} must be an integer number of {unit}; got {value!r}")
+        if self.size < 1:
+            raise DataError(f"WindowSpec: size must be at least 1 ({unit}); got {self.size}")
+        if not 0 <= self.overlap < self.size:
+            raise DataError(
+                f"WindowSpec: overlap must be in [0, size) = [0, {self.size}) {unit}; got {self.overlap}"
+            )
+        if not isinstance(self.drop_last, bool):
+            raise DataError(f"WindowSpec: drop_last must be True or False; got {self.drop_last!r}")
+        object.__setattr__(self, "size", int(self.size))
+        object.__setattr__(self, "overlap", int(self.overlap))
+
+    @property
+    def stride(self) -> int:
+        """Distance between consecutive window starts (microseconds or events)."""
+        return self.size - self.overlap
+
+    @classmethod
+    def duration(
+        cls, window_us: int, overlap_us: int = 0, *, stride_us: int | None = None, drop_last: bool = False
+    ) -> "WindowSpec":
+        """Windows of ``window_us`` microseconds, overlapping by ``overlap_us`` (or every ``stride_us``)."""
+        return cls("duration", window_us, _overlap(window_us, overlap_us, stride_us), drop_last)
+
+    @classmethod
+    def count(
+        cls, count: int, overlap: int = 0, *, stride: int | None = None, drop_last: bool = False
+    ) -> "WindowSpec":
+        """Windows of ``count`` events, overlapping by ``overlap`` events (or every ``stride``)."""
+        return cls("count", count, _overlap(count, overlap, stride), drop_last)
+
+    def to_config(self) -> dict:
+        """Plain values; ``WindowSpec.from_config(spec.to_config()) == spec``."""
+        return asdict(self)
+
+    @classmethod
+    def from_config(cls, config: dict) -> "WindowSpec":
+        """Rebuild from ``to_config`` output, refusing unknown keys."""
+        unknown = sorted(set(config) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise DataError(f"WindowSpec: unknown keys {unknown}; allowed: {', '.join(cls.__dataclass_fields__)}")
+        return cls(**config)
+
+
+def _overlap(size, overlap, stride) -> int:
+    if stride is None:
+        return overlap
+    if overlap:
+        raise DataError("WindowSpec: give either an overlap or a stride, not both")
+    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or not 1 <= stride <= size:
+        raise DataError(f"WindowSpec: stride must be an integer in [1, size] = [1, {size}]; got {stride!r}")
+    return size - stride
+
+
+@dataclass(frozen=True, eq=False)
+class Window:
+    """One window of a stream.
+
+    Attributes:
+        events: its N events (read-only view, canonical dtype, sorted), possibly N = 0.
+        t_start_us: start of the window's half-open time range [t_start_us, t_end_us).
+        t_end_us: end of that range: the time the window is complete, to compute dt from.
+    """
+
+    events: Events
+    t_start_us: int
+    t_end_us: int
+
+    @property
+    def duration_us(self) -> int:
+        return self.t_end_us - self.t_start_us
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+
+def _read_only(events: Events) -> Events:
+    view = events.view()
+    view.flags.writeable = False
+    return view
+
+
+_EMPTY = np.empty(0, EVENT_DTYPE)
+
+
+class WindowCutter:
+    """Push-style window cutting: ``push(chunk)`` returns the windows it completes, ``finish()``
+    the rest. Keeps only the events that later windows still need.
+
+    Args:
+        spec: how to cut.
+        t_start_us: start of the first window (duration mode); default the first event's time.
+            Events before it are a DataError. Ignored in count mode.
+    """
+
+    def __init__(self, spec: WindowSpec, *, t_start_us: int | None = None):
+        if not isinstance(spec, WindowSpec):
+            raise DataError(f"windows: expected a WindowSpec, got {type(spec).__name__}")
+        self.spec = spec
+        self._origin = None if t_start_us is None else int(t_start_us)
+        self._buffer = _EMPTY  # events not yet behind every future window
+        self._next = 0  # duration: index k of the next window
+        self._seen = 0  # events received so far
+        self._emitted_to = 0  # count: index (in the stream) one past the last emitted window's end
+        self._buffer_start = 0  # count: stream index of self._buffer[0]
+        self._last_t: int | None = None
+        self._finished = False
+
+    def push(self, chunk: Events) -> list[Window]:
+        """Add the next chunk (sorted, not earlier than what came before); return completed windows."""
+        return list(self._feed(chunk))
+
+    def _feed(self, chunk: Events) -> Iterator[Window]:
+        """``push`` as a generator (no list of a million windows for a long array); exhaust it
+        before feeding the next chunk."""
+        if self._finished:
+            raise DataError("windows: push() after finish()")
+        chunk = check_events(as_events(chunk, name="windows: chunk"), name="windows: chunk")
+        if chunk.size == 0:
+            return
+        first = int(chunk["t"][0])
+        if self._last_t is not None and first < self._last_t:
+            raise DataError(
+                f"windows: timestamps go backwards between chunks ({self._last_t} -> {first} us, "
+                f"after {self._seen} events)"
+            )
+        if self._origin is None:
+            self._origin = first
+        elif self._seen == 0 and first < self._origin and self.spec.mode == "duration":
+            raise DataError(f"windows: event at t={first} us is before the first window's start {self._origin} us")
+        if self.spec.mode == "duration":
+            self._check_gaps(chunk)
+        self._last_t = int(chunk["t"][-1])
+        self._seen += chunk.size
+        self._buffer = chunk if self._buffer.size == 0 else np.concatenate([self._buffer, chunk])
+        yield from (self._cut_duration() if self.spec.mode == "duration" else self._cut_count())
+
+    def _check_gaps(self, chunk: Events) -> None:
+        """A jump in time that would yield millions of empty windows is a corrupt stream, not a pause."""
+        times = chunk["t"]
+        previous = self._origin if self._last_t is None else self._last_t
+        gap = max(int(times[0]) - previous, int(np.diff(times).max()) if times.size > 1 else 0)
+        if gap // self.spec.stride > MAX_EMPTY_WINDOWS:
+            raise DataError(
+                f"windows: the timestamps jump by {gap} us, which would make more than {MAX_EMPTY_WINDOWS:,} "
+                f"empty {self.spec.size} us windows in a row; the recording's times look corrupt"
+            )
+
+    def finish(self) -> list[Window]:
+        """The stream has ended: return the final (possibly partial) window, if any."""
+        if self._finished:
+            return []
+        self._finished = True
+        if self._seen == 0:
+            return []
+        if self.spec.mode == "duration":
+            start = self._origin + self._next * self.spec.stride
+            end = start + self.spec.size
+            if self.spec.drop_last and end > self._last_t + 1:
+                return []
+            return [self._duration_window(start, end)]
+        if self._emitted_to >= self._seen or (self.spec.drop_last and self._buffer.size < self.spec.size):
+            return []
+        events = self._buffer
+        return [Window(_read_only(events), int(events["t"][0]), int(events["t"][-1]) + 1)]
+
+    def _duration_window(self, start: int, end: int) -> Window:
+        times = self._buffer["t"]
+        lo, hi = np.searchsorted(times, [start, end], side="left")
+        events = self._buffer[lo:hi] if hi > lo else _EMPTY
+        return Window(_read_only(events), start, end)
+
+    def _cut_duration(self) -> Iterator[Window]:
+        stride, size = self.spec.stride, self.spec.size
+        while True:  # a window is complete once an event at or after its end has arrived
+            start = self._origin + self._next * stride
+            if self._last_t < start + size:
+                break
+            window = self._duration_window(start, start + size)
+            self._next += 1
+            yield window
+        next_start = self._origin + self._next * stride
+        keep = int(np.searchsorted(self._buffer["t"], next_start, side="left"))
+        self._buffer = self._buffer[keep:].copy()  # own what is kept: a reader may reuse its chunk
+
+    def _cut_count(self) -> Iterator[Window]:
+        size, stride = self.spec.size, self.spec.stride
+        offset = 0  # index into self._buffer of the next window's first event
+        while self._buffer.size - offset >= size:
+            events = self._buffer[offset : offset + size]
+            self._emitted_to = self._buffer_start + offset + size
+            offset += stride
+            yield Window(_read_only(events), int(events["t"][0]), int(events["t"][-1]) + 1)
+        self._buffer = self._buffer[offset:].copy()  # own what is kept: a reader may reuse its chunk
+        self._buffer_start += offset
+
+
+def iter_windows(chunks: Iterable[Events], spec: WindowSpec, *, t_start_us: int | None = None) -> Iterator[Window]:
+    """Windows over a stream given as chunks of events (each sorted, in time order).
+
+    Args:
+        chunks: iterable of event arrays of any sizes (empty ones are fine).
+        spec: how to cut.
+        t_start_us: start of the first duration window; default the first event's time.
+
+    Yields:
+        Window, as soon as each is complete; the final one after the last chunk.
+    """
+    cutter = WindowCutter(spec, t_start_us=t_start_us)
+    for chunk in chunks:
+        yield from cutter._feed(chunk)
+    yield from cutter.finish()
+
+
+def slice_windows(events: Events, spec: WindowSpec, *, t_start_us: int | None = None) -> Iterator[Window]:
+    """Windows over an in-memory event array (sorted by time); same result as ``iter_windows``."""
+    return iter_windows([events], spec, t_start_us=t_start_us)

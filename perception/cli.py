@@ -1,0 +1,101 @@
+"""The ``perception`` command line.
+
+Every subcommand reports a user's mistake (a bad option, a missing file, a bad value) as one line on
+stderr and exits with status 2, without a traceback (DESIGN.md section 6).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+# name -> (module, one-line help). Benchmark modules keep heavy imports inside run(), so building
+# the parser (which asks each for its options) stays fast.
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "heads": ("perception.benchmarks.heads", "temporal heads vs ncps, torch and snntorch: train, inference, streaming"),
+    "events": ("perception.benchmarks.events", "event representations (voxel grid, histogram, time surface) vs tonic"),
+    "readers": ("perception.benchmarks.readers", "event file readers: events per second per format"),
+}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (``perception <cmd>: error: ...``) and exit 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog="perception",
+        description="liquid-perception: CNN backbones with liquid, spiking, GRU, LSTM or no temporal head, "
+        "for video and event cameras.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    commands.required = True
+
+    bench = commands.add_parser("benchmark", help="measure speed against the peer libraries")
+    kinds = bench.add_subparsers(dest="benchmark", metavar="WHAT", parser_class=OneLineParser)
+    kinds.required = True
+    for name, (module, help_text) in BENCHMARKS.items():
+        sub = kinds.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument(
+            "--output",
+            type=Path,
+            default=Path("benchmark-results") / f"{name}.json",
+            help="where to write the figures as JSON (default: %(default)s)",
+        )
+        sub.add_argument("--threads", type=int, default=None, help="torch threads (default: what torch picks)")
+        sub.set_defaults(run=_run_benchmark, module=module)
+        importlib.import_module(module).add_arguments(sub)
+    return parser
+
+
+def _run_benchmark(args: argparse.Namespace) -> int:
+    from perception._files import write_json
+
+    if args.threads is not None:
+        import torch
+
+        if args.threads < 1:
+            raise _user_error(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    figures = importlib.import_module(args.module).run(args)
+    path = write_json(args.output, figures)
+    print(f"figures written to {path}")
+    return 0
+
+
+def _user_error(message: str) -> Exception:
+    from perception.errors import PerceptionError
+
+    return PerceptionError(message)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``perception`` console script; returns the exit status."""
+    from perception._layout import check_layout
+
+    try:
+        check_layout()
+    except ImportError as exc:
+        print(f"perception: error: {exc}", file=sys.stderr)
+        return 2
+    from perception.errors import USER_ERRORS
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except USER_ERRORS as exc:
+        print(f"perception {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("perception: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""The `perception` command line: help, one-line errors with exit status 2, the heads benchmark."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from perception.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_console_script_help_lists_the_subcommands():
+    exe = Path(sys.executable).with_name("perception")
+    assert exe.exists(), "the console script `perception` is not installed in this environment"
+    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "benchmark" in out.stdout
+
+
+def test_script_entry_point_runs_the_same_cli():
+    out = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "benchmark.py"), "heads", "--help"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "--heads" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["benchmark", "heads", "--batch", "many"], "invalid int value: 'many'"),
+        (["benchmark", "heads", "--heads", "cfc,nope", "--output", "{tmp}/x.json"], "unknown head 'nope'"),
+        (["benchmark", "heads", "--batch", "0", "--output", "{tmp}/x.json"], "must all be at least 1"),
+        (["benchmark", "heads", "--threads", "0", "--output", "{tmp}/x.json"], "--threads must be at least 1"),
+    ],
+)
+def test_bad_input_is_one_line_and_status_2(argv, expected, capsys, tmp_path):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    status = run_cli(argv)
+    err = capsys.readouterr().err
+    assert status == 2
+    assert expected in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x.json").exists()
+
+
+def run_cli(argv) -> int:
+    """The exit status of `perception ARGV`, whether argparse exits or main returns."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+def test_benchmark_heads_writes_json(tmp_path, capsys):
+    out = tmp_path / "heads.json"
+    status = main(["benchmark", "heads", "--heads", "none,gru", "--no-peers", "--quick",
+                   "--batch", "2", "--steps", "3", "--output", str(out)])
+    assert status == 0
+    figures = json.loads(out.read_text())
+    models = [row["model"] for row in figures["rows"]]
+    assert models == ["none", "gru"]
+    for row in figures["rows"]:
+        assert row["train_ms"] > 0 and row["infer_ms"] > 0 and row["step_us"] > 0
+    assert "train ms" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_benchmark_heads_against_ncps_checks_equal_outputs(tmp_path):
+    pytest.importorskip("ncps")
+    out = tmp_path / "heads.json"
+    status = main(["benchmark", "heads", "--heads", "cfc,ltc", "--quick", "--batch", "2", "--steps", "3",
+                   "--output", str(out)])
+    assert status == 0
+    figures = json.loads(out.read_text())
+    models = {row["model"] for row in figures["rows"]}
+    assert {"ncps CfCCell", "cfc (from ncps)", "ncps LTCCell", "ltc (from ncps)", "torch.nn.GRU"} <= models
+    for key, diff in figures["checks"].items():
+        assert diff < 1e-5, key
+    assert set(figures["ratios"]) == {"cfc_train_speedup_vs_ncps", "cfc_infer_speedup_vs_ncps",
+                                      "ltc_train_speedup_vs_ncps", "ltc_infer_speedup_vs_ncps"}
