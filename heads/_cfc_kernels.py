@@ -1,31 +1,34 @@
 """Fast paths of the cfc head: a whole-sequence kernel with a hand-written backward, and a lean step.
 
 Running a CfC step by step under autograd records about a dozen small nodes per step; on a CPU
-the bookkeeping costs more than the arithmetic. The sequence kernel instead
+the bookkeeping costs more than the arithmetic. ``CfCSequence`` is one autograd node for the
+whole sequence instead:
 
-- computes the input half of the first Linear for all T steps in one matrix product,
-- runs the step loop with plain tensor ops (no graph), writing what the backward needs into
-  (T, B, .) buffers,
-- in the backward, computes every local derivative of all steps at once (a few ops over the
-  (T, B, .) buffers), so that the reverse walk over the steps is only the recurrent chain: per
-  step one multiply by those coefficients and one matrix product per Linear,
-- leaves every weight gradient to one matrix product over all (T * B) rows at the end.
+- the input half of the first Linear is one matrix product over all T steps;
+- the step loop runs plain in-place tensor ops (TorchScript-compiled when available), writing
+  what the backward needs into (T, B, .) buffers;
+- the backward walks the steps in reverse in blocks: the local derivatives of a block are a few
+  ops over its buffers, the walk itself only the recurrent chain (per step one multiply and one
+  matrix product per Linear), the weight gradients one product per Linear per block;
+- large scratch buffers are pooled across calls (fresh memory costs a page fault per 4 KiB).
 
-It also evaluates every tanh as ``2 sigmoid(2 u) - 1`` (sigmoid is 2-3x cheaper than tanh on
-CPUs), with the 2s, the LeCun constants (1.7159 tanh(0.666 u)) and the -1s folded into the weights
-by ``fold_cell``: the backbone then costs one sigmoid per layer, and the four heads one sigmoid
-over [f1, f2, gate] (rows reordered to f1, f2, b, a so that the gate's ``b + a t`` is formed in
-place). ``fold_cell`` uses autograd ops, so gradients reach the real parameters; the kernels
-only ever see the folded ("effective") weights.
+Every tanh is evaluated as ``2 sigmoid(2 u) - 1`` (sigmoid is 2-3x cheaper than tanh on CPUs),
+with the 2s, the LeCun constants (1.7159 tanh(0.666 u)) and the -1s folded into the weights by
+``fold_cell`` (``unfold_cell_grads`` maps the gradients back): the backbone costs one sigmoid per
+layer, the heads one sigmoid over [f1, f2, gate] (rows reordered to f1, f2, b, a so that the
+gate's ``b + a t`` is formed in place).
 
 Shapes: B batch, T time, D input features, N state size, n neurons of one sub-cell, O outputs of
-a Linear. ``params`` is flat (``autograd.Function`` only tracks top-level tensors): per sub-cell
-``depth + 1`` (weight, bias) pairs (backbone Linears, then the heads) and in pure mode
-``(|w_tau|, A)``; then with mixed memory the LSTM's (input weight, input bias, recurrent weight).
+a Linear. Parameters travel flat (``autograd.Function`` only tracks top-level tensors): per
+sub-cell ``depth + 1`` (weight, bias) pairs (backbone Linears, then the heads) and in pure mode
+``(w_tau, A)`` (folded: ``(|w_tau|, A)``); then with mixed memory the LSTM's (input weight, input
+bias, recurrent weight). Dense heads have one sub-cell; wired heads one per wiring layer.
 """
 from __future__ import annotations
 
+import threading
 import warnings
+import weakref
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -71,35 +74,79 @@ class Plan:
         return 2 * (self.depth + 1) + (2 if self.mode == "pure" else 0)
 
 
-def fold_cell(mode: str, backbone: list[tuple[Tensor, Tensor]], heads: tuple[Tensor, Tensor],
-              extra: tuple[Tensor, ...], dropout: bool) -> list[Tensor]:
-    """Effective weights of one sub-cell (differentiable).
+def fold_cell(mode: str, raw: list[Tensor], mask: Tensor | None, dropout: bool) -> list[Tensor]:
+    """Effective weights of one sub-cell from its parameters (no autograd; ``unfold_cell_grads``
+    is the backward).
 
-    Backbone layer j outputs ``a = sigmoid(z)`` with ``tanh(0.666 u) = 2 a - 1``. The next Linear
-    reads ``1.7159 (2 a - 1)``, folded into its weight and bias; with dropout the kernel feeds it
-    ``mask (2 a - 1)`` instead (the -1 cannot be folded through a random mask).
+    raw: [W_0, b_0, ..., W_heads, b_heads] (+ [w_tau, A] in pure mode); mask: the wiring's 0/1
+    mask of the heads weight, or None. Backbone layer j outputs ``a = sigmoid(1.332 u)``, so that
+    ``tanh(0.666 u) = 2 a - 1``; the next Linear reads ``1.7159 (2 a - 1)``, folded into its weight
+    and bias. With dropout the kernel feeds it ``mask (2 a - 1)`` instead (the -1 cannot be folded
+    through a random mask).
     """
+    depth = (len(raw) - (2 if mode == "pure" else 0)) // 2 - 1
     out: list[Tensor] = []
-    scale_in = 2.0 * LECUN_IN                  # sigmoid(2 * 0.666 u) of the Linear's output u
+    for j in range(depth + 1):
+        w, b = raw[2 * j], raw[2 * j + 1]
+        if j == depth and mask is not None:
+            w = w * mask
+        if j:  # reads a backbone layer
+            w, b = (w * LECUN_OUT, b) if dropout else (w * (2 * LECUN_OUT), b - LECUN_OUT * w.sum(1))
+        if j < depth:
+            w, b = w * (2 * LECUN_IN), b * (2 * LECUN_IN)
+        elif mode != "pure":
+            w, b = _reorder_heads(w), _reorder_heads(b)
+        out += [w, b]
+    if mode == "pure":
+        out += [torch.abs(raw[-2]), raw[-1]]
+    return out
 
-    def after_backbone(w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-        """(w, b) of a Linear reading the previous backbone layer."""
-        if dropout:
-            return w * LECUN_OUT, b
-        return w * (2.0 * LECUN_OUT), b - LECUN_OUT * w.sum(1)
 
-    for j, (w, b) in enumerate(backbone):
+def unfold_cell_grads(mode: str, raw: list[Tensor], mask: Tensor | None, dropout: bool,
+                      grads: list[Tensor]) -> list[Tensor]:
+    """Gradients for ``raw`` from the gradients of ``fold_cell``'s outputs (its backward)."""
+    depth = (len(raw) - (2 if mode == "pure" else 0)) // 2 - 1
+    out: list[Tensor] = []
+    for j in range(depth + 1):
+        dw, db = grads[2 * j], grads[2 * j + 1]
+        if j < depth:
+            dw, db = dw * (2 * LECUN_IN), db * (2 * LECUN_IN)
+        elif mode != "pure":
+            dw, db = _reorder_heads(dw), _reorder_heads(db)
         if j:
-            w, b = after_backbone(w, b)
-        out += [w * scale_in, b * scale_in]
-    w, b = heads
-    if backbone:
-        w, b = after_backbone(w, b)
-    if mode != "pure":  # rows f1, f2, a, b -> 2 f1, 2 f2, b, a (tanh via sigmoid; gate formed in place)
-        n = w.shape[0] // 4
-        w = torch.cat([w[: 2 * n] * 2.0, w[3 * n :], w[2 * n : 3 * n]])
-        b = torch.cat([b[: 2 * n] * 2.0, b[3 * n :], b[2 * n : 3 * n]])
-    return out + [w, b, *extra]
+            dw = dw * LECUN_OUT if dropout else torch.sub(dw * (2 * LECUN_OUT), db.unsqueeze(1), alpha=LECUN_OUT)
+        if j == depth and mask is not None:
+            dw = dw * mask
+        out += [dw, db]
+    if mode == "pure":
+        out += [grads[-2] * torch.sign(raw[-2]), grads[-1]]
+    return out
+
+
+def _reorder_heads(w: Tensor) -> Tensor:
+    """Rows f1, f2, a, b -> 2 f1, 2 f2, b, a: tanh via sigmoid, the gate's b + a t formed in place.
+    Its own transpose, so it also maps gradients back."""
+    n = w.shape[0] // 4
+    return torch.cat([w[: 2 * n] * 2.0, w[3 * n :], w[2 * n : 3 * n]])
+
+
+def split_cells(plan: Plan, params) -> tuple[list, list]:
+    """Flat parameters -> per sub-cell lists, and the LSTM's (possibly empty)."""
+    k = plan.per_cell
+    return [list(params[i * k : (i + 1) * k]) for i in range(len(plan.sizes))], list(params[len(plan.sizes) * k :])
+
+
+def fold(plan: Plan, raw, masks: list, dropout: bool) -> list[Tensor]:
+    """``fold_cell`` of every sub-cell; the LSTM's weights pass unchanged."""
+    cells, lstm = split_cells(plan, raw)
+    return [p for cell, mask in zip(cells, masks) for p in fold_cell(plan.mode, cell, mask, dropout)] + lstm
+
+
+def unfold_grads(plan: Plan, raw, masks: list, dropout: bool, grads: list[Tensor]) -> list[Tensor]:
+    cells, _ = split_cells(plan, raw)
+    d_cells, d_lstm = split_cells(plan, grads)
+    return [g for cell, mask, d in zip(cells, masks, d_cells)
+            for g in unfold_cell_grads(plan.mode, cell, mask, dropout, d)] + d_lstm
 
 
 def _consts(like: Tensor) -> tuple[Tensor, Tensor]:
@@ -118,9 +165,10 @@ MODE_IDS = {"default": 0, "no_gate": 1, "pure": 2}
 
 
 def _update(mode: int, s: Tensor, t: Tensor, extra: List[Tensor], neg1: Tensor, two: Tensor,
-            out: Optional[Tensor]) -> Tensor:
+            out: Optional[Tensor], s3: Optional[Tensor] = None) -> Tensor:
     """The closed-form update, in place on the effective heads output s (B, rows * n), t (B, 1)
-    -> h (B, n), written into ``out`` when given. Leaves sig1, sig2, g, a in s (gated modes)."""
+    -> h (B, n), written into ``out`` when given. Leaves sig1, sig2, g, a in s (gated modes).
+    s3, if given, is the view of the first 3n columns of s (one sigmoid call instead of three)."""
     if mode == 2:  # A - A exp(-t (|w_tau| + |s|)) s: the exponent is <= 0 for t >= 0, never inf
         es = torch.abs(s).add_(extra[0]).mul_(t).neg_().exp_().mul_(s)
         if out is None:
@@ -129,9 +177,12 @@ def _update(mode: int, s: Tensor, t: Tensor, extra: List[Tensor], neg1: Tensor, 
     # unsafe_chunk: views without view tracking (cheaper; no autograd here)
     sig1, sig2, gate, a = s.unsafe_chunk(4, 1)
     gate.addcmul_(a, t)                                  # b + a t
-    sig1.sigmoid_()                                      # tanh(f) = 2 sigmoid(2 f) - 1
-    sig2.sigmoid_()
-    gate.sigmoid_()
+    if s3 is None:                                       # tanh(f) = 2 sigmoid(2 f) - 1
+        sig1.sigmoid_()
+        sig2.sigmoid_()
+        gate.sigmoid_()
+    else:
+        s3.sigmoid_()
     if mode == 0:  # tanh(f1) (1 - g) + g tanh(f2) = 2 lerp(sig1, sig2, g) - 1
         lerp = torch.lerp(sig1, sig2, gate)
         if out is None:
@@ -144,53 +195,76 @@ def _update(mode: int, s: Tensor, t: Tensor, extra: List[Tensor], neg1: Tensor, 
     return torch.addcmul(f1, gate, f2, out=out)
 
 
-def _loop_single(pre0: Tensor, t_tm: Tensor, m_tm: Optional[Tensor], hs: Tensor, new: Tensor, wh_t: Tensor,
-                 ws_t: List[Tensor], bs: List[Tensor], outs: List[Tensor], save: bool, mode: int,
+def _loop_single(pre0: Tensor, t_tm: Tensor, m_tm: Optional[Tensor], h0: Tensor, hs: Tensor, new: Tensor,
+                 wh_t: Tensor, ws_t: List[Tensor], bs: List[Tensor], outs: List[Tensor], save: bool, mode: int,
                  extra: List[Tensor], neg1: Tensor, two: Tensor) -> None:
     """Forward steps of one dense sub-cell without LSTM or dropout (the common case).
 
     pre0 (T, B, O): input half of the first Linear, completed in place into its output (then
     activated); outs: the later Linears' outputs, (T, B, O) when ``save`` else one reused (1, B, O).
+    new (T, B, n) receives each step's new state. With a mask, hs (T + 1, B, n) carries the state
+    (hs[0] = h0); without, the state before step t is new[t - 1] (h0 at t = 0) and hs is unused.
     """
+    # Per-step views made up front: one unbind is cheaper than an indexing op per step.
+    pre = pre0.unbind(0)
+    times = t_tm.unbind(0)
+    news = new.unbind(0)
+    carried = hs.unbind(0) if m_tm is not None else news
+    masks = m_tm.unbind(0) if m_tm is not None else times
+    later = [o.unbind(0) for o in outs]
+    heads = outs[-1] if len(outs) > 0 else pre0
+    n3 = 3 * (heads.shape[2] // 4)
+    firsts = heads[:, :, :n3].unbind(0)                 # sig1, sig2, gate columns (gated modes)
     for t in range(pre0.shape[0]):
         i = t if save else 0
-        z = pre0[t].addmm_(hs[t], wh_t)
-        for j in range(len(ws_t)):
-            z = torch.addmm(bs[j], z.sigmoid_(), ws_t[j], out=outs[j][i])
-        _update(mode, z, t_tm[t], extra, neg1, two, new[t])
         if m_tm is not None:
-            torch.where(m_tm[t], new[t], hs[t], out=hs[t + 1])
+            prev = carried[t]
+        elif t == 0:
+            prev = h0
+        else:
+            prev = news[t - 1]
+        z = pre[t].addmm_(prev, wh_t)
+        for j in range(len(ws_t)):
+            z = torch.addmm(bs[j], z.sigmoid_(), ws_t[j], out=later[j][i])
+        s3: Optional[Tensor] = None
+        if mode != 2:
+            s3 = firsts[i] if len(outs) > 0 else firsts[t]
+        _update(mode, z, times[t], extra, neg1, two, news[t], s3)
+        if m_tm is not None:
+            torch.where(masks[t], news[t], carried[t], out=carried[t + 1])
 
 
-def _backward_single(d_new_all: Tensor, coef: Tensor, ds4: Tensor, ds: Tensor, d_acts: List[Tensor],
-                     slopes: List[Tensor], ws: List[Tensor], first_h: Tensor, m_f: Optional[Tensor],
-                     gh: Tensor) -> Tensor:
+def _backward_single(d_new_all: Tensor, coef: Tensor, ds: Tensor, d_acts: List[Tensor], slopes: List[Tensor],
+                     ws: List[Tensor], first_h: Tensor, m_f: Optional[Tensor], gh: Tensor) -> Tensor:
     """Reverse walk of ``_loop_single``: only the recurrent chain. Returns d h0 (B, n).
 
     d_new_all (T, B, n): output gradient in, d (new state) of every step out. coef (T, B, rows, n):
-    local derivatives of the update; ds (T, B, rows * n) and its view ds4 receive d heads output;
-    d_acts[j] (T, B, O) d backbone pre-activation j, slopes[j] its activation's derivative;
-    ws[j] the weight of Linear j + 1 (O_out, O_in).
+    local derivatives of the update, ds = dh * coef; ds (T, B, rows, n) receives d heads
+    pre-activation; d_acts[j] (T, B, O) d backbone pre-activation j, slopes[j] its activation's
+    derivative; ws[j] the weight of Linear j + 1 (O_out, O_in).
     """
     d_s = gh
     T = d_new_all.shape[0]
+    d_news, coefs, dss = d_new_all.unbind(0), coef.unbind(0), ds.unbind(0)
+    d_acts_l = [d.unbind(0) for d in d_acts]
+    slopes_l = [sl.unbind(0) for sl in slopes]
+    masks = m_f.unbind(0) if m_f is not None else d_news
     for r in range(T):
         t = T - 1 - r
-        d_new = d_new_all[t]
+        d_new = d_news[t]
         if m_f is None:
             d_new.add_(d_s)
         else:
-            d_new.addcmul_(d_s, m_f[t])
-        torch.mul(coef[t], d_new.unsqueeze(1), out=ds4[t])
-        dz = ds[t]
+            d_new.addcmul_(d_s, masks[t])
+        dz = torch.mul(coefs[t], d_new.unsqueeze(1), out=dss[t]).flatten(1)
         for jj in range(len(ws)):
             j = len(ws) - 1 - jj
-            dz = torch.mul(torch.mm(dz, ws[j]), slopes[j][t], out=d_acts[j][t])
+            dz = torch.mul(torch.mm(dz, ws[j]), slopes_l[j][t], out=d_acts_l[j][t])
         d_prev = torch.mm(dz, first_h)
         if m_f is None:
             d_s = d_prev
         else:
-            d_s = torch.addcmul(d_prev, d_s, 1.0 - m_f[t])  # masked step: straight through
+            d_s = torch.addcmul(d_prev, d_s, 1.0 - masks[t])  # masked step: straight through
     return d_s
 
 
@@ -222,8 +296,8 @@ class _Compiled:
 
 loop_single = _Compiled(_loop_single)
 backward_single = _Compiled(_backward_single)
-step_single = _Compiled(_step_single)
-update = _Compiled(_update)
+# Called from Python loops, a few ops each: entering TorchScript costs more than it saves there.
+step_single, update = _step_single, _update
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,40 +307,75 @@ update = _Compiled(_update)
 # ---------------------------------------------------------------------------------------------
 
 
-def _gate_coefficients(S: Tensor, t: Tensor, extra: tuple, gated: bool):
+def _gate_coefficients(S: Tensor, t: Tensor, extra: tuple, gated: bool, need_dt: bool, out: Tensor | None = None):
+    n = S.shape[-1] // 4
     sig1, sig2, g, a = S.unflatten(-1, (4, -1)).unbind(2)
-    q = S[..., : 3 * g.shape[-1]]
-    q = (q - q * q).unflatten(-1, (3, -1))                   # sigmoid'(.) of sig1, sig2, g
-    C = torch.empty_like(S).unflatten(-1, (4, -1))
+    C = torch.empty_like(S) if out is None else out
+    sg, q = S[..., : 3 * n], C[..., : 3 * n]
+    torch.addcmul(sg, sg, sg, value=-1.0, out=q).mul_(2.0)  # 2 sigmoid'(.) of sig1, sig2, g
+    C = C.unflatten(-1, (4, -1))
     if gated:  # h = 2 lerp(sig1, sig2, g) - 1
-        torch.mul(1.0 - g, q[:, :, 0], out=C[:, :, 0])
-        torch.mul(g, q[:, :, 1], out=C[:, :, 1])
-        torch.mul(sig2 - sig1, q[:, :, 2], out=C[:, :, 2])
-        C[:, :, :3] *= 2.0
+        C[:, :, 0].addcmul_(C[:, :, 0], g, value=-1.0)
+        C[:, :, 1].mul_(g)
+        C[:, :, 2].mul_(sig2 - sig1)
     else:      # h = (2 sig1 - 1) + g (2 sig2 - 1)
-        torch.mul(q[:, :, 0], 2.0, out=C[:, :, 0])
-        torch.mul(g, q[:, :, 1], out=C[:, :, 1]).mul_(2.0)
-        torch.mul(2.0 * sig2 - 1.0, q[:, :, 2], out=C[:, :, 2])
+        C[:, :, 1].mul_(g)
+        C[:, :, 2].addcmul_(C[:, :, 2], sig2, value=-2.0).mul_(-0.5)
     torch.mul(C[:, :, 2], t, out=C[:, :, 3])                # pre-activation of g is b + a t
-    return C, C[:, :, 2] * a, []
+    return C, (C[:, :, 2] * a if need_dt else None), []
 
 
-def _pure_coefficients(S: Tensor, t: Tensor, extra: tuple):
+def _pure_coefficients(S: Tensor, t: Tensor, extra: tuple, need_dt: bool, out: Tensor | None = None):
     w_abs, amplitude = extra
     k = torch.abs(S) + w_abs
     e = torch.exp(-(t * k))
     es = e * S
-    C = (amplitude * e) * (t * torch.abs(S) - 1.0)          # dh/ds = -A e (1 - t |s|)
+    C = torch.mul(amplitude * e, t * torch.abs(S) - 1.0, out=out)  # dh/ds = -A e (1 - t |s|)
     a_es = amplitude * es
     # dt: A k e s;  |w_tau|: A t e s;  A: 1 - e s
-    return C.unsqueeze(2), a_es * k, [a_es * t, 1.0 - es]
+    return C.unsqueeze(2), (a_es * k if need_dt else None), [a_es * t, 1.0 - es]
 
 
 _COEFFICIENTS = {
-    "default": lambda S, t, extra: _gate_coefficients(S, t, extra, True),
-    "no_gate": lambda S, t, extra: _gate_coefficients(S, t, extra, False),
+    "default": lambda S, t, extra, need_dt, out=None: _gate_coefficients(S, t, extra, True, need_dt, out),
+    "no_gate": lambda S, t, extra, need_dt, out=None: _gate_coefficients(S, t, extra, False, need_dt, out),
     "pure": _pure_coefficients,
 }
+
+
+class _BufferPool(threading.local):
+    """Large scratch buffers kept for the next call (one pool per thread).
+
+    Fresh memory from the OS costs a page fault per 4 KiB on first touch; the buffers of one
+    training step (a few MiB) would otherwise be faulted in again on every call. Buffers return
+    to the pool when their call is done with them: at the end of a call without autograd, and
+    when the autograd graph that saved them is freed. At most ``limit`` bytes are kept.
+    """
+
+    limit = 64 << 20
+
+    def __init__(self):
+        self.free: dict[tuple, list[Tensor]] = {}
+        self.size = 0
+
+    def take(self, like: Tensor, *shape: int) -> Tensor:
+        """An uninitialised tensor of ``shape`` with ``like``'s dtype and device."""
+        stack = self.free.get((shape, like.dtype, like.device, torch.is_inference_mode_enabled()))
+        if stack:
+            buf = stack.pop()
+            self.size -= buf.nbytes
+            return buf
+        return like.new_empty(shape)
+
+    def give(self, *buffers: Tensor) -> None:
+        for buf in buffers:
+            if self.size + buf.nbytes <= self.limit:
+                key = (tuple(buf.shape), buf.dtype, buf.device, buf.is_inference())
+                self.free.setdefault(key, []).append(buf)
+                self.size += buf.nbytes
+
+
+POOL = _BufferPool()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,8 +436,7 @@ def run_step(plan: Plan, prep: Prepared, x: Tensor, t: Tensor, h: Tensor, c: Ten
     if len(plan.sizes) == 1:
         wx_t, wh_t, b0 = prep.first[0]
         h_new = step_single(x, t, h, wx_t, wh_t, b0, prep.ws_t[0], prep.bs[0], plan.mode_id, prep.extra[0], neg1, two)
-        y = h_new if h_new.shape[1] == plan.out_size else h_new[:, : plan.out_size]
-        return y, h_new, c
+        return (h_new if plan.out_size == plan.units else h_new[:, : plan.out_size]), h_new, c
     inp, news = x, []
     for k, hk in enumerate(h.unsafe_split_with_sizes(plan.sizes, 1)):
         wx_t, wh_t, b0 = prep.first[k]
@@ -353,33 +461,50 @@ def run_forward(plan: Plan, prep: Prepared, x: Tensor, dt: Tensor, mask: Tensor 
     """
     B, T, D = x.shape
     N, sizes, offsets = plan.units, plan.sizes, plan.offsets
-    x_tm = x.transpose(0, 1).reshape(T * B, D)           # (T*B, D), time-major rows
+    take = POOL.take
+    x_tm = take(x, T, B, D)
+    x_tm.copy_(x.transpose(0, 1))
+    x_tm = x_tm.view(T * B, D)                            # (T*B, D), time-major rows
     t_tm = dt.t().unsqueeze(-1)                           # (T, B, 1)
     m_tm = None if mask is None else mask.t().unsqueeze(-1)
-    hs = x.new_empty(T + 1, B, N)                         # state before each step, and the last
-    hs[0] = h0
-    new = hs[1:] if m_tm is None else x.new_empty(T, B, N)   # unmasked new state of each step
+    lean = len(sizes) == 1 and not plan.mixed and drops is None
+    direct = lean and m_tm is None and plan.out_size == N
+    if direct:  # the steps write straight into the returned y (B, T, N): no copy, no state history
+        y = x.new_empty(B, T, N)
+        hs, new = None, y.transpose(0, 1)
+    else:
+        hs = take(x, T + 1, B, N)                         # state before each step, and the last
+        hs[0] = h0
+        new = hs[1:] if m_tm is None else take(x, T, B, N)   # unmasked new state of each step
     wx_t, wh_t, b0 = prep.first[0]
-    pre0 = torch.addmm(b0, x_tm, wx_t).view(T, B, -1)    # (T, B, O): input half of all steps
+    pre0 = take(x, T, B, wx_t.shape[1])                   # (T, B, O): input half of all steps
+    torch.addmm(b0, x_tm, wx_t, out=pre0.view(T * B, -1))
     # Every Linear's output after its activation (the heads': sig1, sig2, g, a after the update,
     # or the raw f1 in pure mode), per sub-cell: (T, B, O) when saving, else one reused (1, B, O).
     steps = T if save else 1
-    outs = [[pre0 if k == 0 else x.new_empty(steps, B, prep.first[k][1].shape[1])]
-            + [x.new_empty(steps, B, w_t.shape[1]) for w_t in prep.ws_t[k]] for k in range(len(sizes))]
-    if len(sizes) == 1 and not plan.mixed and drops is None:
-        loop_single(pre0, t_tm, m_tm, hs, new, wh_t, prep.ws_t[0], prep.bs[0], outs[0][1:], save,
-                    plan.mode_id, prep.extra[0], *prep.consts)
+    outs = [[pre0 if k == 0 else take(x, steps, B, prep.first[k][1].shape[1])]
+            + [take(x, steps, B, w_t.shape[1]) for w_t in prep.ws_t[k]] for k in range(len(sizes))]
+    if lean:
+        loop_single(pre0, t_tm, m_tm, h0, h0 if hs is None else hs, new, wh_t, prep.ws_t[0], prep.bs[0],
+                    outs[0][1:], save, plan.mode_id, prep.extra[0], *prep.consts)
         cache = dict(lstm=[], cs=None, h_in=None)
     else:
         cache = _loop_general(plan, prep, x_tm, t_tm, m_tm, hs, new, outs, c0, drops, save)
-    last = offsets[-1]
-    y = new[:, :, last : last + plan.out_size]
-    y = (y * m_tm if m_tm is not None else y).transpose(0, 1).contiguous()
+    if direct:
+        h = new[T - 1].clone()
+    else:
+        last = offsets[-1]
+        y = new[:, :, last : last + plan.out_size]
+        y = (y * m_tm if m_tm is not None else y).transpose(0, 1).contiguous()
+        h = hs[T].clone()
     c = cache["cs"][T].clone() if plan.mixed else None
+    pooled = [x_tm, *[o for cell in outs for o in cell]] + ([] if hs is None else [hs])
+    pooled += [new] if m_tm is not None else []
     if not save:
-        return y, hs[T].clone(), c, {}
-    cache.update(x_tm=x_tm, t_tm=t_tm, m_tm=m_tm, hs=hs, new=new, outs=outs)
-    return y, hs[T].clone(), c, cache
+        POOL.give(*pooled)
+        return y, h, c, {}
+    cache.update(x_tm=x_tm, t_tm=t_tm, m_tm=m_tm, hs=hs, h0=h0, new=new, outs=outs, pooled=pooled, direct=direct)
+    return y, h, c, cache
 
 
 def _loop_general(plan, prep, x_tm, t_tm, m_tm, hs, new, outs, c0, drops, save) -> dict:
@@ -433,6 +558,8 @@ def run_backward(plan: Plan, cache: dict, params, drops, gy: Tensor, gh: Tensor,
     Returns:
         dx (B, T, D) or None, ddt (B, T) or None, dh0 (B, N), dc0 (B, N) or None, d params.
     """
+    if len(plan.sizes) == 1 and not plan.mixed and drops is None:
+        return _backward_dense(plan, cache, params, gy, gh, need_dt, need_x)
     t_tm, m_tm, outs = cache["t_tm"], cache["m_tm"], cache["outs"]
     T, B = t_tm.shape[:2]
     D = cache["x_tm"].shape[1]
@@ -446,30 +573,28 @@ def run_backward(plan: Plan, cache: dict, params, drops, gy: Tensor, gh: Tensor,
     first_h = [ws[0][:, ins[k] :].contiguous() for k, (ws, _) in enumerate(cells)]  # (O, n)
     first_x = [ws[0][:, : ins[k]].contiguous() for k, (ws, _) in enumerate(cells)]  # (O, I)
     # Local derivatives of all steps at once.
-    coefficients = [_COEFFICIENTS[plan.mode](outs[k][-1], t_tm, extra) for k, (_, extra) in enumerate(cells)]
+    coefficients = [_COEFFICIENTS[plan.mode](outs[k][-1], t_tm, extra, need_dt)
+                    for k, (_, extra) in enumerate(cells)]
     slopes = []                                          # d backbone output / d its pre-activation
     for k in range(len(sizes)):
         per_layer = []
         for j in range(depth):
             a = outs[k][j]
-            slope = a - a * a                            # sigmoid'
+            slope = torch.addcmul(a, a, a, value=-1.0)   # sigmoid'
             if drops is not None:
                 slope *= drops[k][j][0]
             per_layer.append(slope)
         slopes.append(per_layer)
     # d_new_all[t]: d (unmasked new state of step t); seeded with the output gradient.
-    d_new_all = gy.new_zeros(T, B, N)
     last = offsets[-1]
     g_tm = gy.transpose(0, 1)
     m_f = None if m_tm is None else m_tm.to(gy.dtype)
-    d_new_all[:, :, last : last + plan.out_size] = g_tm if m_f is None else g_tm * m_f
+    if plan.out_size == N:
+        d_new_all = g_tm.clone(memory_format=torch.contiguous_format) if m_f is None else g_tm * m_f
+    else:
+        d_new_all = gy.new_zeros(T, B, N)
+        d_new_all[:, :, last : last + plan.out_size] = g_tm if m_f is None else g_tm * m_f
     d_out = [[torch.empty_like(o) for o in outs[k]] for k in range(len(sizes))]  # d pre-activations
-    if single and not plan.mixed:
-        coef = coefficients[0][0]
-        d_s = backward_single(d_new_all, coef, d_out[0][-1].view(coef.shape), d_out[0][-1], d_out[0][:-1],
-                              slopes[0], list(cells[0][0][1:]), first_h[0], m_f, gh)
-        return _finish(plan, cache, cells, first_x, drops, d_out, d_new_all, coefficients, d_s, None, None,
-                       None, need_dt, need_x)
     keep_f = None if m_f is None else 1.0 - m_f
     if plan.mixed:
         w_rec = params[i + 2]
@@ -507,6 +632,76 @@ def run_backward(plan: Plan, cache: dict, params, drops, gy: Tensor, gh: Tensor,
         d_s = d_prev if keep_f is None else torch.addcmul(d_prev, d_s, keep_f[t])
     return _finish(plan, cache, cells, first_x, drops, d_out, d_new_all, coefficients, d_s,
                    d_lstm if plan.mixed else None, d_c if plan.mixed else None, params[i : i + 3], need_dt, need_x)
+
+
+_BLOCK_ROWS = 512  # steps * batch rows per backward block: big enough for efficient matrix products
+
+
+def _backward_dense(plan: Plan, cache: dict, params, gy: Tensor, gh: Tensor, need_dt: bool, need_x: bool):
+    """``run_backward`` for one dense sub-cell without LSTM or dropout, in blocks of steps.
+
+    Walking the steps backwards block by block, with the local derivatives, the per-step
+    gradients and the weight-gradient products of one block at a time, keeps the working set in
+    cache and the buffers small and reused (fresh memory costs page faults on every call).
+    """
+    t_tm, m_tm, hs, outs, x_tm = cache["t_tm"], cache["m_tm"], cache["hs"], cache["outs"], cache["x_tm"]
+    T, B = t_tm.shape[:2]
+    D, n, depth = x_tm.shape[1], plan.units, plan.depth
+    x_rows = x_tm.view(T, B, D)
+    (cell, extra), = [(params[: 2 * (depth + 1)], params[2 * (depth + 1) : plan.per_cell])]
+    ws = cell[0::2]
+    first_h = ws[0][:, D:].contiguous()                  # (O, n)
+    grads = [torch.zeros_like(p) for p in params[: plan.per_cell]]
+    d_w0 = grads[0]
+    d_x = x_tm.new_empty(T, B, D) if need_x else None
+    d_t = t_tm.new_empty(T, B) if need_dt else None
+    m_f = None if m_tm is None else m_tm.to(gy.dtype)
+    g_tm = gy.transpose(0, 1) if m_f is None else gy.transpose(0, 1) * m_f
+    d_new_all = POOL.take(gy, T, B, n)                   # (T, B, n), seeded with d y
+    if plan.out_size == n:
+        d_new_all.copy_(g_tm)
+    else:
+        d_new_all.zero_()[:, :, : plan.out_size] = g_tm
+    steps = max(1, _BLOCK_ROWS // B)
+    # Per-block buffers, reused: d of every Linear's output, the activations' slopes.
+    d_out = [POOL.take(gy, steps, B, o.shape[2]) for o in outs[0]]
+    slope_bufs = [POOL.take(gy, steps, B, o.shape[2]) for o in outs[0][:-1]]
+    coef_buf = POOL.take(gy, steps, B, outs[0][-1].shape[2])
+    d_s = gh
+    for stop in range(T, 0, -steps):
+        blk = slice(max(0, stop - steps), stop)
+        L = stop - blk.start
+        outs_b = [o[blk] for o in outs[0]]
+        C, ct, terms = _COEFFICIENTS[plan.mode](outs_b[-1], t_tm[blk], extra, need_dt, coef_buf[:L])
+        slopes = [torch.addcmul(a, a, a, value=-1.0, out=buf[:L]) for a, buf in zip(outs_b[:-1], slope_bufs)]
+        d_b = [d[:L] for d in d_out]
+        dh = d_new_all[blk]
+        d_s = backward_single(dh, C, d_b[-1].view(C.shape), d_b[:-1], slopes, list(ws[1:]), first_h,
+                              None if m_f is None else m_f[blk], d_s)
+        rows = L * B
+        first = d_b[0].view(rows, -1)
+        first_t = first.t()
+        d_w0[:, :D].addmm_(first_t, x_rows[blk].reshape(rows, D))
+        if hs is not None:
+            prev = hs[blk]
+        elif blk.start:
+            prev = cache["new"][blk.start - 1 : stop - 1]
+        else:
+            prev = torch.cat([cache["h0"].unsqueeze(0), cache["new"][: stop - 1]])
+        d_w0[:, D:].addmm_(first_t, prev.reshape(rows, n))
+        grads[1] += first.sum(0)
+        for j in range(depth):
+            d = d_b[j + 1].view(rows, -1)
+            grads[2 * j + 2].addmm_(d.t(), outs_b[j].reshape(rows, -1))
+            grads[2 * j + 3] += d.sum(0)
+        for g, term in zip(grads[2 * (depth + 1) :], terms):
+            g += (dh * term).sum((0, 1))
+        if need_x:
+            torch.mm(first, ws[0][:, :D], out=d_x[blk].view(rows, D))
+        if need_dt:
+            torch.sum(dh * ct, -1, out=d_t[blk])
+    POOL.give(d_new_all, *d_out, *slope_bufs, coef_buf)
+    return (None if d_x is None else d_x.transpose(0, 1)), (None if d_t is None else d_t.t()), d_s, None, grads
 
 
 def _lstm_backward(cache, t, d_h, d_c, m, dz, N):
@@ -573,19 +768,33 @@ def _finish(plan, cache, cells, first_x, drops, d_out, d_new_all, coefficients, 
 
 
 class CfCSequence(torch.autograd.Function):
-    """Autograd wrapper: ``apply(plan, drops, x, dt, mask, h0, c0, *params) -> (y, h[, c])``."""
+    """Autograd wrapper: ``apply(plan, drops, masks, x, dt, mask, h0, c0, *raw) -> (y, h[, c])``.
+
+    raw: the module's parameters (``split_cells`` layout); masks: per sub-cell, the wiring mask of
+    its heads weight or None. Folding happens inside, so autograd records one node in all.
+    """
 
     @staticmethod
-    def forward(ctx, plan, drops, x, dt, mask, h0, c0, *params):
-        prep = prepare(plan, params, x.shape[-1])
-        y, h, c, cache = run_forward(plan, prep, x, dt, mask, h0, c0, drops, save=True)
-        ctx.plan, ctx.drops, ctx.cache = plan, drops, cache
-        ctx.save_for_backward(*params)
+    def forward(ctx, plan, drops, masks, x, dt, mask, h0, c0, *raw):
+        params = fold(plan, raw, masks, drops is not None)
+        y, h, c, cache = run_forward(plan, prepare(plan, params, x.shape[-1]), x, dt, mask, h0, c0, drops, save=True)
+        ctx.plan, ctx.drops, ctx.masks, ctx.cache, ctx.params = plan, drops, masks, cache, params
+        # y doubles as the state history on the direct path: save it, so that autograd refuses
+        # a backward after y was modified in place (and never keep a view of an output on ctx:
+        # the output -> graph -> ctx -> output cycle would never be freed).
+        if cache["direct"]:
+            cache["new"] = None
+        ctx.save_for_backward(*raw, *([y] if cache["direct"] else []))
+        weakref.finalize(ctx, POOL.give, *cache.pop("pooled"))  # when the graph is freed
         return (y, h, c) if plan.mixed else (y, h)
 
     @staticmethod
     def backward(ctx, gy, gh, gc=None):
-        params = ctx.saved_tensors
-        dx, ddt, dh0, dc0, grads = run_backward(ctx.plan, ctx.cache, params, ctx.drops, gy, gh, gc,
-                                                need_dt=ctx.needs_input_grad[3], need_x=ctx.needs_input_grad[2])
-        return (None, None, dx, ddt, None, dh0, dc0, *grads)
+        raw, cache = ctx.saved_tensors, ctx.cache
+        if cache["direct"]:
+            *raw, y = raw
+            cache = dict(cache, new=y.transpose(0, 1))  # a local view: ctx must not hold one
+        dx, ddt, dh0, dc0, grads = run_backward(ctx.plan, cache, ctx.params, ctx.drops, gy, gh, gc,
+                                                need_dt=ctx.needs_input_grad[4], need_x=ctx.needs_input_grad[3])
+        grads = unfold_grads(ctx.plan, raw, ctx.masks, ctx.drops is not None, grads)
+        return (None, None, None, dx, ddt, None, dh0, dc0, *grads)

@@ -15,7 +15,9 @@ wiring's 0/1 mask (the time heads and the recurrent inputs stay dense, as in ncp
 memory an LSTM cell first updates (h, c) from x and the CfC cells then start from that h.
 
 ``forward`` runs the whole sequence in a fused kernel (``heads._cfc_kernels``) with a hand-written
-backward; ``step`` is the plain differentiable per-step math. Both give the same numbers.
+backward. ``step`` without autograd (streaming) runs a lean kernel step on folded weights cached
+until a parameter changes; with autograd it is ``reference_step``, the plain per-step math that
+every fast path is tested against.
 """
 from __future__ import annotations
 
@@ -104,10 +106,10 @@ class _CfCLayer(nn.Module):
         """Mode parameters for the kernels: (|w_tau|, A) in pure mode, else ()."""
         return (torch.abs(self.w_tau), self.amplitude) if self.mode == "pure" else ()
 
-    def kernel_params(self, dropout: bool) -> list[Tensor]:
-        """Effective weights for the fast paths (``heads._cfc_kernels.fold_cell``), differentiable."""
-        backbone = [(lin.weight, lin.bias) for lin in self.backbone]
-        return kernels.fold_cell(self.mode, backbone, (self.heads_weight(), self.heads.bias), self.extra(), dropout)
+    def raw_params(self) -> list[Tensor]:
+        """Parameters in the kernels' order: backbone (W, b)s, heads (W, b), [w_tau, A]."""
+        out = [t for lin in self.backbone for t in (lin.weight, lin.bias)] + [self.heads.weight, self.heads.bias]
+        return out + ([self.w_tau, self.amplitude] if self.mode == "pure" else [])
 
     def step(self, inp: Tensor, h: Tensor, dt: Tensor) -> Tensor:
         """inp (B, I), h (B, n), dt (B, 1) -> new h (B, n)."""
@@ -118,6 +120,10 @@ class _CfCLayer(nn.Module):
                 z = F.dropout(z, self.dropout, self.training)
         s = F.linear(z, self.heads_weight(), self.heads.bias)
         return _MODES[self.mode][0](s, dt, self.extra())
+
+
+def leaves_of(state: State) -> list[Tensor]:
+    return list(state) if isinstance(state, tuple) else [state]
 
 
 def _resolve_wiring(in_features: int, hidden_size: int | None, wiring, wiring_kwargs: dict | None) -> Wiring | None:
@@ -206,8 +212,6 @@ class CfC(TemporalHead):
         self.out_features = out_size
         self.backbone_dropout = backbone_dropout
         self.plan = kernels.Plan(mode, sizes, depth, self.mixed_memory, out_size)
-        self._cache: tuple | None = None  # (parameter versions, kernels.Prepared) for no-grad calls
-        self._tree = tuple(self.modules())  # fixed after construction; plain tuple, not registered
         if self.mixed_memory:
             n = self.hidden_size
             self.lstm_input = nn.Linear(in_features, 4 * n)       # rows: input, input gate, forget, output
@@ -215,6 +219,9 @@ class CfC(TemporalHead):
             nn.init.xavier_uniform_(self.lstm_input.weight)
             nn.init.uniform_(self.lstm_input.bias, -0.1, 0.1)
             nn.init.orthogonal_(self.lstm_recurrent.weight)
+        self._cache: tuple | None = None  # (parameter versions, kernels.Prepared) for no-grad calls
+        # Modules holding tensors (the tree is fixed after construction); a plain tuple.
+        self._holders = tuple(m for m in self.modules() if m._parameters or m._buffers)
 
     def init_state(self, batch: int, device=None, dtype=None) -> State:
         """Zeros: h (B, N), or (h, c) with mixed memory."""
@@ -271,13 +278,16 @@ class CfC(TemporalHead):
             return x.new_zeros(B, 0, self.out_features), state
         drops = self._dropout_masks(T, B, x)
         if torch.is_grad_enabled():
-            params = self._kernel_params(dropout=drops is not None)
-            tensors = [x, dt, h, *params] + ([c] if c is not None else [])
-            if any(t.requires_grad for t in tensors):
-                y, h, *rest = kernels.CfCSequence.apply(self.plan, drops, x, dt, mask, h, c, *params)
+            raw = self._raw_params()
+            if x.requires_grad or dt.requires_grad or any(t.requires_grad for t in raw + leaves_of(state)):
+                y, h, *rest = kernels.CfCSequence.apply(self.plan, drops, self._masks(), x, dt, mask, h, c, *raw)
                 return y, ((h, rest[0]) if self.mixed_memory else h)
         with torch.no_grad():
-            prep = self._prepared() if drops is None else kernels.prepare(self.plan, self._kernel_params(True), self.in_features)
+            if drops is None:
+                prep = self._prepared()
+            else:
+                prep = kernels.prepare(self.plan, kernels.fold(self.plan, self._raw_params(), self._masks(), True),
+                                       self.in_features)
             ys = []
             for start in range(0, T, _CHUNK):  # bounded buffers, however long the stream
                 part = slice(start, start + _CHUNK)
@@ -292,21 +302,25 @@ class CfC(TemporalHead):
     def _dropping(self) -> bool:
         return self.training and self.backbone_dropout > 0.0 and self.plan.depth > 0
 
-    def _kernel_params(self, dropout: bool) -> list[Tensor]:
-        """Folded weights of every sub-cell, then the LSTM's (differentiable)."""
-        params = [p for layer in self.layers for p in layer.kernel_params(dropout)]
+    def _raw_params(self) -> list[Tensor]:
+        """Every parameter, in the kernels' flat order (``heads._cfc_kernels.split_cells``)."""
+        params = [p for layer in self.layers for p in layer.raw_params()]
         if self.mixed_memory:
             params += [self.lstm_input.weight, self.lstm_input.bias, self.lstm_recurrent.weight]
         return params
 
+    def _masks(self) -> list[Tensor | None]:
+        return [layer.synapse_mask for layer in self.layers]
+
     def _prepared(self) -> kernels.Prepared:
         """Forward-ready folded weights, cached until a parameter or buffer changes (no autograd)."""
         # Read the modules' own dicts: walking self.parameters() costs tens of microseconds.
-        key = tuple((t.data_ptr(), t._version, t.dtype) for m in self._tree
-                    for t in chain(m._parameters.values(), m._buffers.values()) if t is not None)
+        key = [(t.data_ptr(), t._version) for m in self._holders
+               for t in chain(m._parameters.values(), m._buffers.values()) if t is not None]
         if self._cache is None or self._cache[0] != key:
             with torch.no_grad():
-                prep = kernels.prepare(self.plan, self._kernel_params(dropout=False), self.in_features)
+                prep = kernels.prepare(self.plan, kernels.fold(self.plan, self._raw_params(), self._masks(), False),
+                                       self.in_features)
             self._cache = (key, prep)
         return self._cache[1]
 

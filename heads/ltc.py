@@ -351,7 +351,18 @@ class LTC(TemporalHead):
         mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """A sequence. x (B, T, D), dt (B, T), state (B, N), mask (B, T) -> y (B, T, H), state (B, N)."""
+        if torch.is_autocast_enabled(x.device.type):
+            # The ODE runs in the parameters' precision (its out= buffers need one dtype throughout).
+            dtype = self.gleak.dtype
+            with torch.autocast(x.device.type, enabled=False):
+                state = None if state is None else state.to(dtype)
+                return self.forward(x.to(dtype), None if dt is None else dt.to(dtype), state, mask)
         x, dt, state = self.prepare(x, dt, state)
+        if x.dtype != self.gleak.dtype or state.dtype != x.dtype:
+            raise ValueError(
+                f"LTC: x and state must have the parameters' dtype {self.gleak.dtype}, "
+                f"got {x.dtype} and {state.dtype} (convert the head with .to(dtype))"
+            )
         if mask is not None:
             mask = mask.to(torch.bool)
             # A masked step becomes dt = 0 on a zero input: the update is then exactly v + 0, so the

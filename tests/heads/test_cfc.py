@@ -110,12 +110,30 @@ def test_dropout_kernel_passes_gradcheck():
     assert masks is not None and any((m[1] == 0).any() for cell in masks for m in cell)
     x, dt = inputs(2, 3)
     h0 = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
-    params = tuple(p.detach().requires_grad_() for p in head._kernel_params(dropout=True))
+    params = tuple(p.detach().requires_grad_() for p in head._raw_params())
 
     def run(x, dt, h0, *params):
-        return kernels.CfCSequence.apply(head.plan, masks, x, dt, None, h0, None, *params)
+        return kernels.CfCSequence.apply(head.plan, masks, head._masks(), x, dt, None, h0, None, *params)
 
     assert torch.autograd.gradcheck(run, (x, dt, h0, *params), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs", [dict(backbone_layers=0), dict(backbone_layers=2, mode="pure"),
+                                    dict(backbone_layers=3, mode="no_gate"), dict(wiring="autoncp", hidden_size=12)])
+@pytest.mark.parametrize("dropout", [False, True])
+def test_weight_folding_backward_matches_autograd(kwargs, dropout):
+    """The kernels fold the LeCun constants into the weights; their hand-written backward maps
+    gradients back to the parameters exactly as autograd would."""
+    head = build(**kwargs)
+    for layer in head.layers:
+        raw = [p.detach().clone().requires_grad_() for p in layer.raw_params()]
+        folded = kernels.fold_cell(head.mode, raw, layer.synapse_mask, dropout)
+        g = torch.Generator().manual_seed(4)
+        grads = [torch.randn(f.shape, generator=g, dtype=f.dtype) for f in folded]
+        expected = torch.autograd.grad(folded, raw, grads)
+        got = kernels.unfold_cell_grads(head.mode, [p.detach() for p in raw], layer.synapse_mask, dropout, grads)
+        for a, b in zip(got, expected):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
 def test_dropout_is_random_in_training_and_off_in_eval():
@@ -147,6 +165,24 @@ def test_no_grad_paths_match_the_reference(kwargs):
         torch.testing.assert_close(a, b.detach(), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("masked", [False, True], ids=["full", "masked"])
+def test_python_fallback_of_the_compiled_loops_agrees(monkeypatch, masked):
+    """The step loops are TorchScript-compiled when possible; as plain Python they give the same."""
+    head = build(hidden_size=6)
+    x, dt = inputs(3, 5)
+    mask = torch.tensor([[True] * 5, [True, False, True, True, False], [False, True, True, True, True]]) if masked else None
+
+    def run():
+        y, h = head(x, dt, None, mask)
+        return [y, h, *torch.autograd.grad((y.square().sum() + h.sum()), [x, dt, *head.parameters()])]
+
+    compiled = run()
+    monkeypatch.setattr(kernels, "loop_single", kernels.loop_single.python)
+    monkeypatch.setattr(kernels, "backward_single", kernels.backward_single.python)
+    for a, b in zip(run(), compiled):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
 def test_step_cache_follows_parameter_updates():
     head = build()
     x, dt = inputs(2, 1)
@@ -162,6 +198,80 @@ def test_step_cache_follows_parameter_updates():
     with torch.no_grad():
         y, _ = head.step(x.float(), dt.float(), head.init_state(2))
     assert y.dtype == torch.float32
+
+
+def test_step_cache_follows_lstm_parameter_updates():
+    head = build(mixed_memory=True)
+    x, dt = inputs(2, 1)
+    x, dt = x[:, 0].detach(), dt.detach()
+    state = head.init_state(2)
+    with torch.no_grad():
+        head.step(x, dt, state)
+        head.lstm_recurrent.weight.mul_(-1.0)
+        head.lstm_input.bias.add_(0.3)
+        y, _ = head.step(x, dt, (state[0] + 0.1, state[1]))
+    torch.testing.assert_close(y, head.reference_step(x, dt, (state[0] + 0.1, state[1]))[0].detach())
+
+
+def test_saved_buffers_survive_later_calls():
+    """Scratch buffers are pooled across calls: a graph kept alive while the head runs again
+    must still give the right gradients."""
+    head = build()
+    x1, dt1 = inputs(3, 6, seed=1)
+    x2, dt2 = inputs(3, 6, seed=2)
+    expected = torch.autograd.grad(TemporalHead.forward(head, x1, dt1)[0].square().sum(), [x1, *head.parameters()])
+    y1, _ = head(x1, dt1)
+    for _ in range(3):  # other forward and backward passes in between
+        head(x2, dt2)[0].sum().backward()
+        with torch.no_grad():
+            head(x2, dt2)
+    got = torch.autograd.grad(y1.square().sum(), [x1, *head.parameters()])
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["full", "masked"])
+@pytest.mark.parametrize("backward", [False, True], ids=["forward_only", "with_backward"])
+def test_the_graph_is_freed_with_its_output(masked, backward):
+    """No reference cycle through the saved buffers: dropping the output frees the graph at once."""
+    import gc
+    import weakref
+
+    head = build()
+    x, dt = inputs(2, 4)
+    mask = torch.tensor([[True, True, False, True], [True, True, True, True]]) if masked else None
+    gc.disable()  # only reference counting may free it
+    try:
+        y, h = head(x, dt, mask=mask)
+        if backward:
+            (y.sum() + h.sum()).backward()
+        node = weakref.ref(y.grad_fn)
+        del y, h
+        assert node() is None
+    finally:
+        gc.enable()
+
+
+def test_modifying_the_output_in_place_before_backward_is_refused():
+    head = build()
+    x, dt = inputs(2, 4)
+    y, _ = head(x, dt)
+    y.mul_(2.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+
+
+def test_long_inference_runs_in_chunks():
+    """Without autograd the kernel works through long streams in bounded chunks."""
+    from heads.cfc import _CHUNK
+
+    head = build(hidden_size=4, backbone_units=4)
+    x, dt = inputs(1, _CHUNK + 9)
+    y, state = head(x, dt)
+    with torch.no_grad():
+        y_ng, state_ng = head(x, dt)
+    torch.testing.assert_close(y_ng, y.detach())
+    torch.testing.assert_close(state_ng, state.detach())
 
 
 @pytest.mark.parametrize("wiring", ["autoncp", "random"])

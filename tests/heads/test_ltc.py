@@ -127,6 +127,35 @@ def test_zero_dt_leaves_state_exactly_unchanged(grad):
     assert torch.equal(state, start)
 
 
+def test_masked_steps_ignore_nan_and_inf_padding():
+    """The fast path runs a masked step as dt = 0 on a zero input: garbage in the padding stays out."""
+    head = build(dtype=torch.float32)
+    x, dt = inputs(2, 6, dtype=torch.float32)
+    mask = torch.tensor([[1, 1, 0, 1, 0, 0], [1, 0, 1, 1, 1, 0]], dtype=torch.bool)
+    x_bad = torch.where(mask[..., None], x, torch.full_like(x, float("nan"))).requires_grad_(True)
+    dt_bad = torch.where(mask, dt, torch.full_like(dt, float("inf")))
+    y, state = head(x_bad, dt_bad, mask=mask)
+    (y.sum() + state.sum()).backward()
+    assert torch.all(y[~mask] == 0) and torch.isfinite(y).all() and torch.isfinite(state).all()
+    assert torch.isfinite(x_bad.grad).all() and torch.all(x_bad.grad[~mask] == 0)
+    for name, p in head.named_parameters():
+        assert torch.isfinite(p.grad).all(), name
+    for b in range(2):
+        y_b, s_b = head(x[b : b + 1, mask[b]], dt[b : b + 1, mask[b]])
+        torch.testing.assert_close(y[b, mask[b]], y_b[0], rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(state[b], s_b[0], rtol=1e-6, atol=1e-6)
+
+
+def test_autocast_runs_in_float32():
+    head = build(dtype=torch.float32)
+    x, dt = inputs(2, 3, dtype=torch.float32)
+    expected, _ = head(x, dt)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, state = head(x.bfloat16(), dt)
+    assert y.dtype == torch.float32 and state.dtype == torch.float32
+    torch.testing.assert_close(y, expected, rtol=2e-2, atol=2e-2)  # only x was rounded to bfloat16
+
+
 def test_negative_dt_is_read_as_zero():
     head = build()
     x, _ = inputs(2, 3)
