@@ -103,7 +103,7 @@ class _CfCLayer(nn.Module):
         return w if self.synapse_mask is None else w * self.synapse_mask
 
     def extra(self) -> tuple[Tensor, ...]:
-        """Mode parameters for the kernels: (|w_tau|, A) in pure mode, else ()."""
+        """Mode parameters of the update: (|w_tau|, A) in pure mode, else ()."""
         return (torch.abs(self.w_tau), self.amplitude) if self.mode == "pure" else ()
 
     def raw_params(self) -> list[Tensor]:
@@ -373,7 +373,9 @@ def _cfc_from_cell(cell: nn.Module, mixed: bool) -> CfC:
     linears = [m for m in modules if isinstance(m, nn.Linear)]
     for m in modules:
         if not isinstance(m, (nn.Linear, nn.Dropout)) and type(m).__name__ != "LeCun":
-            raise HeadError(f"from_ncps: only the lecun_tanh backbone activation is supported, got {type(m).__name__}")
+            raise HeadError(
+                f"from_ncps: only the lecun_tanh backbone activation is supported, got {type(m).__name__}"
+            )
     dropout = max((m.p for m in modules if isinstance(m, nn.Dropout)), default=0.0)
     head = CfC(int(cell.input_size), int(cell.hidden_size), mode=cell.mode,
                backbone_units=linears[0].out_features if depth else None, backbone_layers=depth,

@@ -161,7 +161,8 @@ def test_no_grad_paths_match_the_reference(kwargs):
         for t in range(6):
             y_t, state = head.step(x[:, t], dt[:, t : t + 1], state)
             ys.append(y_t)
-    for a, b in [(y, y_ref), (torch.stack(ys, 1), y_ref), *zip(leaves(s), leaves(s_ref)), *zip(leaves(state), leaves(s_ref))]:
+    pairs = [(y, y_ref), (torch.stack(ys, 1), y_ref), *zip(leaves(s), leaves(s_ref)), *zip(leaves(state), leaves(s_ref))]
+    for a, b in pairs:
         torch.testing.assert_close(a, b.detach(), rtol=1e-10, atol=1e-12)
 
 
@@ -170,7 +171,8 @@ def test_python_fallback_of_the_compiled_loops_agrees(monkeypatch, masked):
     """The step loops are TorchScript-compiled when possible; as plain Python they give the same."""
     head = build(hidden_size=6)
     x, dt = inputs(3, 5)
-    mask = torch.tensor([[True] * 5, [True, False, True, True, False], [False, True, True, True, True]]) if masked else None
+    holes = [[True] * 5, [True, False, True, True, False], [False, True, True, True, True]]
+    mask = torch.tensor(holes) if masked else None
 
     def run():
         y, h = head(x, dt, None, mask)
