@@ -6,7 +6,8 @@ pair's kind, so evaluation can report accuracy per kind:
 - ``appearance``: ``square`` (filled) / ``circle`` (an outline: the pair should differ at the coarse
   resolution a small CNN sees) drift the same way (random direction and speed); a single frame
   tells them apart.
-- ``order``: ``swipe_left`` / ``swipe_right`` (a disk crossing the image) and ``rotate_cw`` /
+- ``order``: ``swipe_left`` / ``swipe_right`` (an upright slab crossing the image, like the edge of
+  a hand) and ``rotate_cw`` /
   ``rotate_ccw`` (a clock hand, a stick with a ball at its tip, sweeping about its pivot through
   75 to 160 degrees around "up", clockwise as seen on screen, y down). Every frame of one class is
   a plausible frame of its partner: a clip played backwards is a clip of the partner. Only the
@@ -76,8 +77,8 @@ class ClassSpec:
 CLASSES: tuple[ClassSpec, ...] = (
     ClassSpec("square", "appearance", "circle", "square", "drift"),
     ClassSpec("circle", "appearance", "square", "ring", "drift"),
-    ClassSpec("swipe_left", "order", "swipe_right", "disk", "swipe", -1),
-    ClassSpec("swipe_right", "order", "swipe_left", "disk", "swipe", 1),
+    ClassSpec("swipe_left", "order", "swipe_right", "slab", "swipe", -1),
+    ClassSpec("swipe_right", "order", "swipe_left", "slab", "swipe", 1),
     ClassSpec("rotate_cw", "order", "rotate_ccw", "hand", "rotate", 1),
     ClassSpec("rotate_ccw", "order", "rotate_cw", "hand", "rotate", -1),
     ClassSpec("fall_slow", "speed", "fall_fast", "cross", "fall", band="slow"),
@@ -219,7 +220,8 @@ def _swipe(rng, spec, cfg, fps, reach):
     travel = rng.uniform(0.3, 0.6) * cfg.size
     speed = travel / (cfg.steps - 1) * fps
     mid = [_centre(rng, cfg.size, reach, travel), _centre(rng, cfg.size, reach, 0.0)]
-    return fps, {"mid": mid, "velocity": [spec.direction * speed, 0.0]}
+    tilt = rng.uniform(-0.2, 0.2)                                # the slab stands upright, give or take
+    return fps, {"mid": mid, "velocity": [spec.direction * speed, 0.0], "orientation": tilt}
 
 
 @_motion("rotate")
@@ -250,14 +252,14 @@ def _fall(rng, spec, cfg, fps, reach):
 
 _SHAPES = {
     "square": lambda u, v, r: np.maximum(np.abs(u), np.abs(v)) - 0.85 * r,
-    "disk": lambda u, v, r: np.hypot(u, v) - r,
-    "ring": lambda u, v, r: np.abs(np.hypot(u, v) - 0.7 * r) - 0.3 * r,         # a hole of 0.4 r
+    "slab": lambda u, v, r: np.maximum(np.abs(u) - 0.35 * r, np.abs(v) - 1.4 * r),  # upright at angle 0
+    "ring": lambda u, v, r: np.abs(np.hypot(u, v) - 0.75 * r) - 0.25 * r,       # a hole of 0.5 r
     "hand": lambda u, v, r: np.minimum(np.maximum(np.abs(u - r) - r, np.abs(v) - 0.2 * r),
                                        np.hypot(u - 2 * r, v) - 0.5 * r),    # pivot at (0, 0), tip at 2 r
     "cross": lambda u, v, r: np.minimum(np.maximum(np.abs(u) - r, np.abs(v) - 0.3 * r),
                                         np.maximum(np.abs(u) - 0.3 * r, np.abs(v) - r)),
 }
-_REACH = {"square": 1.5, "ring": 1.5, "disk": 1.5, "cross": 1.5, "hand": 2.5}  # half-extents in radii
+_REACH = {"square": 1.5, "ring": 1.5, "slab": 1.5, "cross": 1.5, "hand": 2.5}  # half-extents in radii
 # (1.5 for all but the hand, so that shapes of the appearance pair are placed alike)
 
 
