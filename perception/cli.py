@@ -17,6 +17,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "heads": ("perception.benchmarks.heads", "temporal heads vs ncps, torch and snntorch: train, inference, streaming"),
     "events": ("perception.benchmarks.events", "event representations (voxel grid, histogram, time surface) vs tonic"),
     "readers": ("perception.benchmarks.readers", "event file readers: events per second per format"),
+    "simulator": ("perception.benchmarks.simulator", "event simulator: real-time factor on generated video"),
 }
 
 

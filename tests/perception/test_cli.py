@@ -19,6 +19,12 @@ def test_console_script_help_lists_the_subcommands():
     assert "benchmark" in out.stdout
 
 
+@pytest.mark.parametrize("what", ["heads", "events", "readers", "simulator"])
+def test_every_benchmark_has_help(what, capsys):
+    assert run_cli(["benchmark", what, "--help"]) == 0
+    assert "--output" in capsys.readouterr().out
+
+
 def test_script_entry_point_runs_the_same_cli():
     out = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "benchmark.py"), "heads", "--help"],
