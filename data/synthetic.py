@@ -7,9 +7,9 @@ pair's kind, so evaluation can report accuracy per kind:
   resolution a small CNN sees) drift the same way (random direction and speed); a single frame
   tells them apart.
 - ``order``: ``swipe_left`` / ``swipe_right`` (an upright slab crossing the image, like the edge of
-  a hand) and ``rotate_cw`` /
-  ``rotate_ccw`` (a clock hand, a stick with a ball at its tip, sweeping about its pivot through
-  75 to 160 degrees around "up", clockwise as seen on screen, y down). Every frame of one class is
+  a hand) and ``rotate_cw`` / ``rotate_ccw`` (a clock hand, a stick with a ball at its tip,
+  sweeping about its pivot through 75 to 160 degrees around "up", clockwise as seen on screen with
+  y down). Every frame of one class is
   a plausible frame of its partner: a clip played backwards is a clip of the partner. Only the
   order of the frames tells them apart. (A bar spinning about its middle from a uniform start angle
   was tried first: a small CNN with global pooling and a CfC or GRU head only memorised it, at
@@ -32,7 +32,9 @@ texture, and the frames' pixel noise are random too.
 Events: each interval between observations is rendered at ``substeps`` evenly spaced frames (motion
 is analytic, so any time can be drawn) and run through ``data.simulator``, with one more interval of
 one nominal period before t = 0, so that the first step has a window too. Step i's representation is
-built from the events in [t[i-1], t[i]) (t[-1] = -period), with the window's bounds as its time range.
+built from the events in [t[i-1], t[i]) (the last window also keeps events at t[-1]; before the first
+step, t = -period), with the window's bounds as its time range. Events are in microseconds on the
+clip's clock, so the first window's are negative.
 The frames that feed the simulator carry no pixel noise: the sensor's noise is the simulator's.
 
 Determinism: clip ``i`` of a split depends only on (seed, split, i, config), through its own
