@@ -209,7 +209,7 @@ def _centre(rng: np.random.Generator, size: int, reach: float, travel: float) ->
 
 @_motion("drift")
 def _drift(rng, spec, cfg, fps, reach):
-    travel = rng.uniform(0.1, 0.4) * cfg.size
+    travel = rng.uniform(0.25, 0.5) * cfg.size  # enough motion for an event camera to show the outline
     angle = rng.uniform(0, 2 * np.pi)
     speed = travel / (cfg.steps - 1) * fps
     mid = [_centre(rng, cfg.size, reach, abs(travel * np.cos(angle))),
@@ -486,16 +486,56 @@ class SyntheticMotionDataset(torch.utils.data.Dataset):
             x = torch.from_numpy(self.voxels(index))
         return {"x": x, "t": torch.from_numpy(clip.t.copy()), "y": clip.label}
 
-    def voxels(self, index: int) -> np.ndarray:
-        """The events modality's input (T, C, H, W) float32 for clip ``index``: one window per step."""
+    def voxels(self, index: int, keep: np.ndarray | None = None, events: Events | None = None) -> np.ndarray:
+        """The events modality's input (T', C, H, W) float32 for clip ``index``: one window per kept step.
+
+        Args:
+            keep: (T,) bool, the observations to keep (default all). A step's window starts where the
+                previous kept step's ended, so dropping observations merges their windows: no event
+                is lost, the model just sees fewer, longer windows (as from a slower or stalling reader).
+            events: the clip's events to use instead of its own (e.g. with added noise).
+        """
         clip = self.clips[index]
         if clip.events is None:
             raise DataError("SyntheticMotionDataset.voxels: this dataset holds frames (modality='frames')")
-        edges = np.rint(np.concatenate([[-clip.period], clip.t]) * 1e6).astype(np.int64)   # (T + 1,) us
-        cuts = np.searchsorted(clip.events["t"], edges, side="left")
-        cuts[-1] = np.searchsorted(clip.events["t"], edges[-1], side="right")  # the last window keeps its end
+        events = clip.events if events is None else events
+        steps = np.flatnonzero(np.ones(len(clip.t), bool) if keep is None else keep)
+        edges = np.rint(np.concatenate([[-clip.period], clip.t[steps]]) * 1e6).astype(np.int64)  # (T' + 1,) us
+        cuts = np.searchsorted(events["t"], edges, side="left")
+        cuts[-1] = np.searchsorted(events["t"], edges[-1], side="right")  # the last window keeps its end
         sensor = (self.config.size, self.config.size)
         return np.stack([
-            self.representation(clip.events[cuts[i]:cuts[i + 1]], sensor, t_start=int(edges[i]), t_end=int(edges[i + 1]))
-            for i in range(len(clip.t))
+            self.representation(events[cuts[i]:cuts[i + 1]], sensor, t_start=int(edges[i]), t_end=int(edges[i + 1]))
+            for i in range(len(steps))
         ])
+
+    def perturbed(self, index: int, rng: np.random.Generator, drop: float = 0.0, noise: float = 0.0) -> dict:
+        """Item ``index`` under test-time perturbations, for robustness evaluation.
+
+        Args:
+            rng: the generator of the perturbations.
+            drop: each observation after the first is dropped with this probability (the dt of the
+                next kept one grows; for events the windows merge, see ``voxels``).
+            noise: frames: the standard deviation of added Gaussian pixel noise (intensity, 1 =
+                white; clipped to [0, 1]); events: extra background noise events per pixel per second.
+
+        Returns:
+            A dict like ``__getitem__``'s: x (T', C, H, W), t (T',) seconds, y.
+        """
+        if not 0.0 <= drop < 1.0 or not noise >= 0.0:
+            raise DataError(f"SyntheticMotionDataset.perturbed: need 0 <= drop < 1 and noise >= 0; got {drop}, {noise}")
+        clip = self.clips[index]
+        keep = rng.random(len(clip.t)) >= drop
+        keep[0] = True
+        if clip.frames is not None:
+            x = clip.frames[keep].astype(np.float32) / 255.0
+            if noise > 0:
+                x = np.clip(x + rng.normal(0.0, noise, x.shape).astype(np.float32), 0.0, 1.0)
+            x = torch.from_numpy(x).unsqueeze(1)
+        else:
+            events = clip.events
+            if noise > 0:
+                span = (int(np.rint(-clip.period * 1e6)), int(np.rint(clip.t[-1] * 1e6)))
+                events = add_background_noise(events, (self.config.size,) * 2, rng, noise, t_start=span[0], t_end=span[1])
+            x = torch.from_numpy(self.voxels(index, keep, events))
+        return {"x": x, "t": torch.from_numpy(clip.t[keep].copy()), "y": clip.label}

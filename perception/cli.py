@@ -18,6 +18,14 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "events": ("perception.benchmarks.events", "event representations (voxel grid, histogram, time surface) vs tonic"),
     "readers": ("perception.benchmarks.readers", "event file readers: events per second per format"),
     "simulator": ("perception.benchmarks.simulator", "event simulator: real-time factor on generated video"),
+    "train": ("perception.benchmarks.train", "the main job (perception train): time, peak memory, test accuracy"),
+}
+
+
+# Subcommands whose options belong to another parser (LightningCLI / jsonargparse): the rest of the
+# command line goes to it untouched. name -> (module, function, one-line help).
+DELEGATED: dict[str, tuple[str, str, str]] = {
+    "train": ("perception.training.cli", "train", "train a model (LightningCLI: --config, --print_config, overrides)"),
 }
 
 
@@ -37,6 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     commands.required = True
 
+    for name, (_, _, help_text) in DELEGATED.items():
+        commands.add_parser(name, help=help_text, add_help=False)
+    evaluate = commands.add_parser(
+        "evaluate", help="compare temporal heads (accuracy under timing, drops, noise; latency; memory)",
+        description="Compare temporal heads on the same backbone, data and training budget, and write a report folder.",
+    )
+    from perception.evaluation.options import add_arguments as evaluation_options
+
+    evaluation_options(evaluate)
+    evaluate.set_defaults(run=_run_evaluation)
     bench = commands.add_parser("benchmark", help="measure speed against the peer libraries")
     kinds = bench.add_subparsers(dest="benchmark", metavar="WHAT", parser_class=OneLineParser)
     kinds.required = True
@@ -69,6 +87,15 @@ def _run_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_evaluation(args: argparse.Namespace) -> int:
+    if args.threads is not None and args.threads < 1:
+        raise _user_error(f"--threads must be at least 1, got {args.threads}")
+    from perception.evaluation.run import run
+
+    run(args)
+    return 0
+
+
 def _user_error(message: str) -> Exception:
     from perception.errors import PerceptionError
 
@@ -86,12 +113,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from perception.errors import USER_ERRORS
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED:
+        command = argv[0]
+        module, function, _ = DELEGATED[command]
+        run = lambda: getattr(importlib.import_module(module), function)(argv[1:])  # noqa: E731
+    else:
+        args = build_parser().parse_args(argv)
+        command, run = args.command, lambda: args.run(args)
     try:
-        return args.run(args)
+        return run()
     except USER_ERRORS as exc:
-        print(f"perception {args.command}: error: {exc}", file=sys.stderr)
+        print(f"perception {command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("perception: interrupted", file=sys.stderr)

@@ -24,4 +24,10 @@ def test_ci_runs_the_readme_setup_and_test_commands():
 def test_main_job_is_one_real_command():
     commands = readme_commands("The main job")
     assert len(commands) == 1
-    assert commands[0].startswith(".venv/bin/perception ")
+    assert commands == [".venv/bin/perception train"]  # the main job: train the default model
+
+
+def test_every_readme_config_path_exists():
+    text = (REPO / "README.md").read_text()
+    for path in re.findall(r"--config (perception/configs/\S+\.yaml)", text):
+        assert (REPO / path).is_file(), path

@@ -1,0 +1,1 @@
+"""Comparing temporal heads: test conditions, measurements, the report."""

@@ -1,0 +1,25 @@
+"""The options of ``perception evaluate`` (kept free of heavy imports: the CLI builds every parser)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+DEFAULT_HEADS = ("cfc", "ltc", "gru", "gru_dt", "lstm", "spiking", "none")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--heads", default=",".join(DEFAULT_HEADS),
+                        help="comma-separated heads to train and compare (default: %(default)s)")
+    parser.add_argument("--checkpoints", default=None,
+                        help="comma-separated checkpoints to compare instead of training (trained on the built-in dataset)")
+    parser.add_argument("--seeds", default=None, help="comma-separated training seeds (default: 0,1; --quick: 0)")
+    parser.add_argument("--modality", choices=("events", "frames"), default="events",
+                        help="the built-in dataset as events or frames (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs per head (default: by budget)")
+    parser.add_argument("--train-size", type=int, default=None, help="training clips (default: by budget)")
+    parser.add_argument("--test-size", type=int, default=None, help="test clips per condition (default: by budget)")
+    parser.add_argument("--output", type=Path, default=Path("evaluation-report"),
+                        help="report folder (default: %(default)s)")
+    parser.add_argument("--quick", action="store_true", help="a small budget: one seed, small clips (minutes)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: what torch picks)")

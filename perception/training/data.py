@@ -1,0 +1,386 @@
+"""Lightning data modules, one per data source: the built-in dataset, tonic event datasets, video folders.
+
+Each yields the batches of DESIGN.md section 2 (``data.collate_clips``) and tells the model what it
+needs to be built and to be fed later (``classes``, ``in_channels``, ``preprocessing``,
+``time_scale``). The preprocessing dict goes into every checkpoint, so that streaming inference
+turns frames or events into tensors exactly as training did.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from data import (
+    EventClipDataset,
+    TimingAugment,
+    VideoFolderDataset,
+    WindowSpec,
+    collate_clips,
+    create_representation,
+    list_event_datasets,
+)
+from data.collate import clip_dt
+from data.synthetic import DEFAULT_SIZES, SyntheticConfig, SyntheticMotionDataset, class_names
+from perception.errors import PerceptionError
+
+
+class InMemory(Dataset):
+    """Computes each item of ``dataset`` once and keeps it (the built-in dataset fits in memory)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+        self.items: list[Any] = [None] * len(dataset)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        if self.items[index] is None:
+            self.items[index] = self.dataset[index]
+        return self.items[index]
+
+
+class ClipDataModule(L.LightningDataModule):
+    """Shared machinery: splits built in ``setup``, loaders with ``collate_clips``, the time scale.
+
+    Subclasses implement ``make_split(split)`` and the properties ``classes``, ``in_channels`` and
+    ``preprocessing``; ``in_channels`` and ``classes`` must not need the data to be loaded (the CLI
+    reads them before training to build the model).
+    """
+
+    def __init__(self, batch_size: int = 32, num_workers: int = 0) -> None:
+        super().__init__()
+        if not (isinstance(batch_size, int) and batch_size >= 1):
+            raise PerceptionError(f"data.batch_size: expected an integer >= 1, got {batch_size!r}")
+        if not (isinstance(num_workers, int) and num_workers >= 0):
+            raise PerceptionError(f"data.num_workers: expected an integer >= 0, got {num_workers!r}")
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.splits: dict[str, Dataset] = {}
+        self._time_scale: float | None = None
+
+    # -- for subclasses
+    def make_split(self, split: str) -> Dataset:
+        raise NotImplementedError
+
+    def clip_times(self, dataset: Dataset) -> list[np.ndarray]:
+        """Times t (T,) seconds of the clips of ``dataset`` (default: read every item)."""
+        return [np.asarray(item["t"] if isinstance(item, dict) else item[1], dtype=np.float64) for item in
+                (dataset[i] for i in range(len(dataset)))]
+
+    @property
+    def classes(self) -> list[str]:
+        raise NotImplementedError
+
+    @property
+    def in_channels(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # -- shared
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def time_scale(self) -> float:
+        """The median dt (seconds) of the training clips: one unit of head time."""
+        if self._time_scale is None:
+            dataset = self.split("train")
+            dts = np.concatenate([clip_dt(t) for t in self.clip_times(dataset)])
+            positive = dts[dts > 0]
+            self._time_scale = float(np.median(positive)) if positive.size else 1.0
+        return self._time_scale
+
+    def split(self, name: str) -> Dataset:
+        if name not in self.splits:
+            self.splits[name] = self.make_split(name)
+        return self.splits[name]
+
+    def setup(self, stage: str) -> None:
+        needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}[stage]
+        for name in needed:
+            self.split(name)
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.split(name), batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+            collate_fn=collate_clips, persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+class SyntheticDataModule(ClipDataModule):
+    """The built-in dataset of moving objects (``data.synthetic``), as frames or as events.
+
+    Args:
+        modality: "events" (a voxel grid per observation interval, from the event simulator) or
+            "frames" (grey frames in [0, 1]).
+        train_size, val_size, test_size: clips per split.
+        seed: the dataset's seed (the splits never share clips).
+        size: frame side H = W in pixels.
+        steps: observations per clip T.
+        fps_range: per-clip frame rates are drawn log-uniformly from this range.
+        jitter: per-frame timing jitter, in periods.
+        classes: class names to keep, or None for all eight.
+        bins: voxel grid time bins (events only).
+        normalize: voxel grid normalisation (``data.normalize_grid``: None, "standard", "abs_max", ...);
+            "standard" (E2VID's) keeps windows of very different event counts on one scale.
+    """
+
+    def __init__(
+        self,
+        modality: str = "events",
+        train_size: int = DEFAULT_SIZES["train"],
+        val_size: int = DEFAULT_SIZES["val"],
+        test_size: int = DEFAULT_SIZES["test"],
+        seed: int = 0,
+        size: int = 64,
+        steps: int = 12,
+        fps_range: tuple[float, float] = (5.0, 60.0),
+        jitter: float = 0.3,
+        classes: list[str] | None = None,
+        bins: int = 5,
+        normalize: str | None = "standard",
+        batch_size: int = 32,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__(batch_size, num_workers)
+        self.save_hyperparameters()
+        if modality not in ("events", "frames"):
+            raise PerceptionError(f"data.modality: must be 'events' or 'frames', got {modality!r}")
+        options = {"size": size, "steps": steps, "fps_range": tuple(fps_range), "jitter": jitter,
+                   "representation": {"name": "voxel_grid", "bins": bins, "polarity": "signed",
+                                      "normalize": normalize}}
+        if classes is not None:
+            options["classes"] = tuple(classes)
+        self.config = SyntheticConfig(**options)
+        self.modality, self.seed = modality, seed
+        self.sizes = {"train": train_size, "val": val_size, "test": test_size}
+
+    def make_split(self, split: str) -> Dataset:
+        dataset = SyntheticMotionDataset(split, self.sizes[split], self.modality, self.seed, self.config)
+        return InMemory(dataset) if self.modality == "events" else dataset
+
+    def clip_times(self, dataset: Dataset) -> list[np.ndarray]:
+        base = dataset.dataset if isinstance(dataset, InMemory) else dataset
+        return [clip.t for clip in base.clips]
+
+    def pair_kinds(self) -> dict[str, str]:
+        """class name -> the kind of pair it belongs to (appearance, order, speed)."""
+        from data.synthetic import pair_kinds
+
+        return pair_kinds(self.config)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(class_names(self.config))
+
+    @property
+    def in_channels(self) -> int:
+        return self.config.make_representation().channels if self.modality == "events" else 1
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        side = [self.config.size, self.config.size]
+        if self.modality == "frames":
+            return {"modality": "frames", "size": side, "grey": True}
+        return {
+            "modality": "events",
+            "sensor_size": side,
+            "frame_size": side,
+            "representation": self.config.make_representation().to_config(),
+            "window": {"mode": "duration", "size": int(round(self.time_scale * 1e6)), "overlap": 0},
+        }
+
+
+class EventDataModule(ClipDataModule):
+    """A registered event dataset (DVSGesture, NMNIST, ...) through ``data.EventClipDataset``.
+
+    Args:
+        dataset: a name from ``data.list_event_datasets()``.
+        root: the datasets folder (default $LP_DATA_DIR).
+        window_mode, window_size, window_overlap: how recordings are cut into steps (duration in
+            microseconds, or count in events).
+        representation: ``data.create_representation`` options (default a 5-bin signed voxel grid).
+        max_steps: keep at most this many windows per recording.
+        downsample: integer factor dividing the sensor's sides.
+        cache_dir: where computed clips are cached (None: no cache).
+        download: download through tonic when the files are missing.
+        val_fraction: part of the training split held out for validation.
+    """
+
+    def __init__(
+        self,
+        dataset: str = "dvsgesture",
+        root: str | None = None,
+        window_mode: str = "duration",
+        window_size: int = 50_000,
+        window_overlap: int = 0,
+        representation: dict[str, Any] | None = None,
+        max_steps: int | None = 32,
+        downsample: int = 1,
+        cache_dir: str | None = None,
+        download: bool = False,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        batch_size: int = 16,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__(batch_size, num_workers)
+        self.save_hyperparameters()
+        if dataset not in list_event_datasets():
+            raise PerceptionError(f"data.dataset: unknown {dataset!r}; choose one of: {', '.join(list_event_datasets())}")
+        if not 0 < val_fraction < 1:
+            raise PerceptionError(f"data.val_fraction: expected a number in (0, 1), got {val_fraction!r}")
+        self.window = WindowSpec(window_mode, window_size, window_overlap)
+        self.representation = create_representation(**(representation or {"name": "voxel_grid", "bins": 5}))
+        self.options = {"root": root, "window": self.window, "representation": self.representation,
+                        "max_steps": max_steps, "downsample": downsample, "cache_dir": cache_dir, "seed": seed}
+        self.download, self.val_fraction, self.seed = download, val_fraction, seed
+        self._probe: EventClipDataset | None = None
+
+    def prepare_data(self) -> None:
+        if self.download:  # downloads happen once, on one process (Lightning calls this on rank 0)
+            for split in ("train", "test"):
+                EventClipDataset(self.hparams.dataset, split=split, download=True, **self.options)
+
+    def _full(self, split: str) -> EventClipDataset:
+        return EventClipDataset(self.hparams.dataset, split=split, **self.options)
+
+    def make_split(self, split: str) -> Dataset:
+        if split == "test":
+            return self._full("test")
+        full = self._full("train")
+        order = np.random.default_rng(self.seed).permutation(len(full))
+        n_val = max(1, int(round(len(full) * self.val_fraction)))
+        return Subset(full, order[:n_val].tolist() if split == "val" else order[n_val:].tolist())
+
+    @property
+    def probe(self) -> EventClipDataset:
+        if self._probe is None:
+            self._probe = self._full("train")
+        return self._probe
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.probe.classes)
+
+    @property
+    def in_channels(self) -> int:
+        return self.representation.channels
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        width, height = self.probe.frame_size
+        return {
+            "modality": "events",
+            "sensor_size": list(self.probe.sensor_size),
+            "frame_size": [width, height],
+            "representation": self.representation.to_config(),
+            "window": {"mode": self.window.mode, "size": self.window.size, "overlap": self.window.overlap},
+        }
+
+
+class VideoFolderDataModule(ClipDataModule):
+    """Videos in ``root/<class>/<file>`` (UCF101 / HMDB51 layout) through ``data.VideoFolderDataset``.
+
+    Training clips start at random places and get the timing augmentation (dropped frames,
+    jittered times, lower rates) so the heads see irregular timing on purpose; validation and test
+    clips are the centre clip of each video with its true timing.
+
+    Args:
+        root: the dataset folder.
+        train_split, test_split: split files listing the videos (UCF101 ``trainlist01.txt`` style);
+            without them the videos are split at random by ``test_fraction``.
+        frames_per_clip, stride: T and the frame step.
+        size: (width, height) of the frames.
+        grey: one channel instead of RGB.
+        drop_prob, jitter_std, rate_factors: the training timing augmentation.
+        val_fraction, test_fraction: held-out parts when there are no split files.
+    """
+
+    def __init__(
+        self,
+        root: str = "videos",
+        train_split: str | None = None,
+        test_split: str | None = None,
+        frames_per_clip: int = 16,
+        stride: int = 1,
+        size: tuple[int, int] = (112, 112),
+        grey: bool = False,
+        drop_prob: float = 0.1,
+        jitter_std: float = 0.005,
+        rate_factors: tuple[int, ...] = (1, 2),
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        seed: int = 0,
+        batch_size: int = 8,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__(batch_size, num_workers)
+        self.save_hyperparameters()
+        self.timing = TimingAugment(drop_prob, jitter_std, tuple(rate_factors))
+        self.common = {"frames_per_clip": frames_per_clip, "stride": stride, "size": tuple(size), "grey": grey,
+                       "seed": seed}
+        self._probe: VideoFolderDataset | None = None
+
+    def _dataset(self, split_file: str | None, train: bool) -> VideoFolderDataset:
+        extra = {"random_clip": True, "timing": self.timing} if train else {}
+        return VideoFolderDataset(self.hparams.root, split=split_file, **self.common, **extra)
+
+    def make_split(self, split: str) -> Dataset:
+        hp = self.hparams
+        if hp.train_split is not None and hp.test_split is not None:
+            if split == "test":
+                return self._dataset(hp.test_split, train=False)
+            dataset = self._dataset(hp.train_split, train=split == "train")
+            held_out = hp.val_fraction
+            order = np.random.default_rng(hp.seed).permutation(len(dataset))
+        else:
+            dataset = self._dataset(None, train=split == "train")
+            order = np.random.default_rng(hp.seed).permutation(len(dataset))
+            n_test = max(1, int(round(len(dataset) * hp.test_fraction)))
+            if split == "test":
+                return Subset(dataset, order[:n_test].tolist())
+            order, held_out = order[n_test:], hp.val_fraction
+        n_val = max(1, int(round(len(order) * held_out)))
+        return Subset(dataset, (order[:n_val] if split == "val" else order[n_val:]).tolist())
+
+    def clip_times(self, dataset: Dataset) -> list[np.ndarray]:
+        base, indices = (dataset.dataset, dataset.indices) if isinstance(dataset, Subset) else (dataset, None)
+        times = [base.times[i] for i in (indices if indices is not None else range(len(base.times)))]
+        step = self.common["stride"]
+        return [t[::step] for t in times]
+
+    @property
+    def probe(self) -> VideoFolderDataset:
+        if self._probe is None:
+            self._probe = self._dataset(None, train=False)
+        return self._probe
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.probe.classes)
+
+    @property
+    def in_channels(self) -> int:
+        return 1 if self.common["grey"] else 3
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        return {"modality": "frames", "size": list(self.common["size"]), "grey": self.common["grey"]}
+

@@ -1,0 +1,140 @@
+"""The LightningModule: a ``PerceptionModel`` built from registry names, its loss, metrics and optimiser.
+
+Batches follow DESIGN.md section 2: x (B, T, C, H, W), dt (B, T) seconds, mask (B, T), y (B,),
+lengths (B,). The recurrent state lives inside one forward call: it starts fresh for every clip,
+so nothing about it is ever shared between processes under DDP (only gradients are).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics.classification import MulticlassAccuracy
+
+from perception.checkpoint import checkpoint_payload
+from perception.errors import PerceptionError
+from perception.model import PerceptionModel
+
+LOSSES = ("last", "every")
+
+
+def last_valid(values: Tensor, lengths: Tensor) -> Tensor:
+    """values (B, T, ...) -> (B, ...) at each clip's last real step, lengths (B,)."""
+    return values[torch.arange(values.shape[0], device=values.device), lengths.to(values.device) - 1]
+
+
+class PerceptionModule(L.LightningModule):
+    """Trains a backbone + temporal head + classifier on clip batches.
+
+    Args:
+        backbone, head: registry names; ``backbone_kwargs``, ``head_kwargs`` their options.
+        dropout: dropout before the classifier.
+        loss: ``"last"``: cross-entropy at each clip's last real step (clip recognition);
+            ``"every"``: at every real step (online recognition: the answer at any moment).
+        lr: peak learning rate of the one-cycle schedule (AdamW).
+        weight_decay: AdamW weight decay.
+        num_classes, in_channels, class_names, preprocessing: filled in from the data module by the
+            CLI; ``class_names`` and ``preprocessing`` are stored in checkpoints for inference.
+        time_scale: seconds per unit of head time; None takes the training data's median dt.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "small",
+        head: str = "cfc",
+        backbone_kwargs: dict[str, Any] | None = None,
+        head_kwargs: dict[str, Any] | None = None,
+        dropout: float = 0.0,
+        loss: str = "last",
+        lr: float = 3e-3,
+        weight_decay: float = 1e-4,
+        num_classes: int = 2,
+        in_channels: int = 1,
+        class_names: list[str] | None = None,
+        preprocessing: dict[str, Any] | None = None,
+        time_scale: float | None = None,
+    ) -> None:
+        super().__init__()
+        if loss not in LOSSES:
+            raise PerceptionError(f"model.loss: must be one of {', '.join(map(repr, LOSSES))}, got {loss!r}")
+        if not lr > 0:
+            raise PerceptionError(f"model.lr: expected a positive learning rate, got {lr!r}")
+        self.save_hyperparameters()
+        self.model = PerceptionModel(
+            in_channels, num_classes, backbone, head, backbone_kwargs, head_kwargs,
+            time_scale=1.0 if time_scale is None else time_scale, dropout=dropout,
+        )
+        self.classes = list(class_names) if class_names is not None else [str(k) for k in range(num_classes)]
+        self.preprocessing = dict(preprocessing or {})
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+
+    # -- set-up
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if self.hparams.time_scale is None and stage == "fit" and datamodule is not None:
+            self.model.set_time_scale(datamodule.time_scale)
+
+    # -- the steps
+    def forward(self, x: Tensor, dt: Tensor, mask: Tensor | None = None) -> Tensor:
+        """x (B, T, C, H, W), dt (B, T), mask (B, T) -> logits (B, T, K)."""
+        return self.model(x, dt, mask)[0]
+
+    def _shared_step(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        logits = self(batch["x"], batch["dt"], batch["mask"])  # (B, T, K)
+        final = last_valid(logits, batch["lengths"])           # (B, K)
+        if self.hparams.loss == "last":
+            loss = F.cross_entropy(final.float(), batch["y"])
+        else:
+            mask = batch["mask"]
+            targets = batch["y"].unsqueeze(1).expand_as(mask)
+            loss = F.cross_entropy(logits[mask].float(), targets[mask])
+        return loss, final
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss, final = self._shared_step(batch)
+        self.train_acc(final, batch["y"])
+        size = batch["y"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=size)
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        loss, final = self._shared_step(batch)
+        self.val_acc(final, batch["y"])
+        size = batch["y"].shape[0]
+        self.log("val/loss", loss, sync_dist=True, batch_size=size)
+        self.log("val/acc", self.val_acc, prog_bar=True, batch_size=size)
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        loss, final = self._shared_step(batch)
+        self.test_acc(final, batch["y"])
+        size = batch["y"].shape[0]
+        self.log("test/loss", loss, sync_dist=True, batch_size=size)
+        self.log("test/acc", self.test_acc, batch_size=size)
+
+    # -- optimisation
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        # A lambda (not OneCycleLR) so that the schedule follows the run's current length: a run
+        # resumed with more epochs stretches its schedule instead of failing on a stored step count.
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: self.lr_factor(step))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def lr_factor(self, step: int) -> float:
+        """Linear warm-up over the first 15 % of the steps, then cosine decay to 2 % of the peak."""
+        total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer is not None else 1
+        warm = max(1, int(0.15 * total))
+        if step < warm:
+            return (step + 1) / warm
+        progress = min(1.0, (step - warm) / max(1, total - warm))
+        return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    # -- checkpoints carry what inference needs, as plain values (DESIGN.md section 5)
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint.update(checkpoint_payload(self.model, self.classes, self.preprocessing))

@@ -1,0 +1,84 @@
+"""`perception train` end to end on a tiny built-in dataset: logs, checkpoints, test/acc, resume, errors."""
+import csv
+import logging
+import sys
+
+import pytest
+import torch
+
+from perception.checkpoint import load_checkpoint
+from perception.cli import main
+
+TINY = ["--data.train_size", "16", "--data.val_size", "8", "--data.test_size", "8", "--data.size", "32",
+        "--data.steps", "4", "--data.batch_size", "8", "--model.backbone_kwargs", "{width: 0.5}",
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+@pytest.fixture()
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.set_num_threads(1)
+    # Lightning's log handlers keep the stderr of the test that imported Lightning (a capture
+    # closed since); point them at this test's.
+    loggers = [logging.getLogger()] + [v for v in logging.Logger.manager.loggerDict.values()
+                                       if isinstance(v, logging.Logger)]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if type(handler) is logging.StreamHandler:
+                handler.stream = sys.stderr  # setStream would flush the closed one
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_train_writes_a_checkpoint_and_resumes(in_tmp, capsys):
+    assert main(["train", *TINY, "--trainer.max_epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "test/acc: " in out
+    run = in_tmp / "runs" / "default" / "version_0"
+    best = [p for p in (run / "checkpoints").glob("best-*.ckpt")]
+    assert len(best) == 1 and (run / "checkpoints" / "last.ckpt").is_file()
+    assert f"checkpoint: {best[0].relative_to(in_tmp)}" in out
+    assert (run / "config.yaml").is_file() and list(run.glob("events.out.tfevents.*"))
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert any(row.get("val/acc") for row in rows) and any(row.get("test/acc") for row in rows)
+
+    loaded = load_checkpoint(best[0])  # weights_only=True inside
+    assert loaded.model.head_name == "cfc" and len(loaded.classes) == 8
+    assert loaded.preprocessing["modality"] == "events"
+    assert loaded.preprocessing["representation"]["name"] == "voxel_grid"
+    assert 0 < float(loaded.model.time_scale) < 1  # the data's median dt, seconds
+
+    # Resume the last checkpoint for one more epoch: the step count continues, the first run's
+    # files stay as they were, the resumed run writes into the next version folder.
+    first_metrics = (run / "metrics.csv").read_text()
+    assert main(["train", *TINY, "--trainer.max_epochs", "2", "--resume", "last", "--test", "false"]) == 0
+    resumed = torch.load(in_tmp / "runs" / "default" / "version_1" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["epoch"] == 1 and resumed["global_step"] == 4
+    assert (run / "metrics.csv").read_text() == first_metrics
+
+
+def test_print_config_shows_the_defaults(in_tmp, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--print_config"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    assert "head: cfc" in out and "SyntheticDataModule" in out and "modality: events" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model.head", "nope"], "unknown head 'nope'"),
+    (["--model.loss", "sometimes"], "model.loss"),
+    (["--resume", "missing.ckpt"], "missing.ckpt: checkpoint not found"),
+])
+def test_bad_values_are_one_line(in_tmp, capsys, args, message):
+    assert main(["train", *TINY, *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and err.startswith("perception train: error:")
+
+
+def test_bad_option_is_one_line(in_tmp, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--model.no_such_option", "3"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no_such_option" in err
