@@ -1,0 +1,103 @@
+"""The data modules for tonic event datasets and video folders, on tiny folders made here."""
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from perception.training.data import EventDataModule, SyntheticDataModule, VideoFolderDataModule
+from perception.training.module import PerceptionModule
+
+
+def _dvsgesture(root: Path) -> Path:
+    """DVSGesture's layout: ibmGesture{Train,Test}/<user>/<label>.npy with columns x, y, p, t (ms)."""
+    rng = np.random.default_rng(0)
+    for split, users in (("Train", ["user01_led", "user02_led", "user03_led"]), ("Test", ["user24_led"])):
+        for user in users:
+            for label in (0, 4):
+                n, span_ms = 2000, 600
+                cols = [rng.integers(0, 128, n), rng.integers(0, 128, n), rng.integers(0, 2, n),
+                        np.sort(rng.integers(0, span_ms, n))]
+                path = root / "DVSGesture" / f"ibmGesture{split}" / user / f"{label}.npy"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                np.save(path, np.stack(cols, axis=1).astype(np.int64))
+    return root
+
+
+def _videos(root: Path) -> Path:
+    """Two classes, four short videos each, 10 fps; class b is brighter."""
+    for label, level in (("a", 40), ("b", 200)):
+        for k in range(4):
+            path = root / label / f"v{k}.mp4"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with av.open(str(path), "w") as container:
+                stream = container.add_stream("libx264", rate=10)
+                stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+                stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
+                for i in range(12):
+                    image = np.full((48, 64, 3), level, np.uint8)
+                    image[:, (i * 5) % 64] = 255 - level
+                    frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+                    frame.pts, frame.time_base = i * 100, Fraction(1, 1000)
+                    container.mux(stream.encode(frame))
+                container.mux(stream.encode())
+    return root
+
+
+def _fit_one_batch(datamodule) -> PerceptionModule:
+    module = PerceptionModule(num_classes=datamodule.num_classes, in_channels=datamodule.in_channels,
+                              class_names=datamodule.classes, preprocessing=datamodule.preprocessing,
+                              backbone_kwargs={"width": 0.5})
+    trainer = L.Trainer(fast_dev_run=True, logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, datamodule=datamodule)
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    return module
+
+
+def test_event_datamodule_on_a_dvsgesture_folder(tmp_path):
+    torch.set_num_threads(1)
+    dm = EventDataModule("dvsgesture", root=str(_dvsgesture(tmp_path)), window_size=100_000, max_steps=4,
+                         downsample=4, val_fraction=0.34, batch_size=2)
+    assert dm.classes[0] and dm.num_classes == 11 and dm.in_channels == 5
+    assert dm.preprocessing["window"] == {"mode": "duration", "size": 100_000, "overlap": 0}
+    assert dm.preprocessing["frame_size"] == [32, 32] and dm.preprocessing["sensor_size"] == [128, 128]
+    dm.setup("fit")
+    dm.setup("test")
+    assert (len(dm.split("train")), len(dm.split("val")), len(dm.split("test"))) == (4, 2, 2)
+    assert set(dm.split("train").indices).isdisjoint(dm.split("val").indices)
+    assert dm.time_scale == pytest.approx(0.1)  # 100 ms windows
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["x"].shape == (2, 4, 5, 32, 32) and batch["mask"].all()
+    module = _fit_one_batch(dm)
+    assert float(module.model.time_scale) == pytest.approx(0.1)
+
+
+def test_video_folder_datamodule(tmp_path):
+    torch.set_num_threads(1)
+    dm = VideoFolderDataModule(root=str(_videos(tmp_path)), frames_per_clip=6, size=(32, 32), grey=True,
+                               test_fraction=0.25, val_fraction=0.2, batch_size=2)
+    assert dm.classes == ["a", "b"] and dm.in_channels == 1
+    assert dm.preprocessing == {"modality": "frames", "size": [32, 32], "grey": True}
+    dm.setup("fit")
+    dm.setup("test")
+    sizes = [len(dm.split(s)) for s in ("train", "val", "test")]
+    assert sum(sizes) == 8 and sizes[2] == 2 and min(sizes) >= 1
+    assert dm.time_scale == pytest.approx(0.1)  # 10 fps
+    batch = next(iter(dm.test_dataloader()))
+    assert batch["x"].shape[2:] == (1, 32, 32) and batch["x"].shape[1] == 6
+    _fit_one_batch(dm)
+
+
+def test_synthetic_datamodule_frames_and_events():
+    frames = SyntheticDataModule(modality="frames", train_size=8, val_size=8, test_size=8, size=32, steps=4)
+    events = SyntheticDataModule(modality="events", train_size=8, val_size=8, test_size=8, size=32, steps=4, bins=3)
+    assert frames.in_channels == 1 and events.in_channels == 3
+    assert frames.preprocessing == {"modality": "frames", "size": [32, 32], "grey": True}
+    assert events.preprocessing["representation"]["bins"] == 3
+    assert events.preprocessing["window"]["size"] == round(events.time_scale * 1e6)
+    frames.setup("fit")
+    batch = next(iter(frames.train_dataloader()))
+    assert batch["x"].shape == (8, 4, 1, 32, 32) and (batch["dt"] > 0).all()
