@@ -57,6 +57,8 @@ from data.augment import (
 from data.video import VideoInfo, iter_video, iter_webcam, read_video, video_info, video_times
 from data.video_folder import TimingAugment, VideoFolderDataset
 from data.collate import collate_clips
+from data.simulator import EventSimulator, SimulatorConfig, SimulatorState, apply_refractory, simulate_events
+from data.synthetic import SyntheticConfig, SyntheticMotionDataset
 from data.event_datasets import (
     DATA_DIR_ENV,
     EventClipDataset,

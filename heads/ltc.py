@@ -121,7 +121,10 @@ def _sensory_terms(x, leak, weights, slope, offset):
     terms = []
     for first in range(0, x.shape[0], rows):
         block = x[first : first + rows]
-        act = torch.addcmul(offset, block, slope, out=act_buffer[:, : block.shape[0]]).sigmoid_()
+        if torch.onnx.is_in_onnx_export():  # ONNX has no out= variants
+            act = torch.sigmoid(offset + block * slope)
+        else:
+            act = torch.addcmul(offset, block, slope, out=act_buffer[:, : block.shape[0]]).sigmoid_()
         terms.append(torch.baddbmm(leak, weights, act.transpose(1, 2)))
     return torch.cat(terms, dim=-1) if len(terms) > 1 else terms[0]
 
@@ -195,6 +198,20 @@ def _unfold_loop(v, base, h, weights, slope, offset, cm, unfolds, keep=None):
 def _unfold_no_grad(v, base, h, weights, slope, offset, cm, unfolds):
     """States after every step (T, B, N), without keeping anything for a backward pass."""
     return _unfold_loop(v, base, h, weights, slope, offset, cm, unfolds)[1:]
+
+
+def _unfold_plain(v, base, h, weights, slope, offset, cm, unfolds):
+    """``_unfold_no_grad`` in plain out-of-place ops, for graph export (ONNX has no out= variants)."""
+    states = []
+    h = h.expand(-1, -1, v.shape[1])
+    for h_t, base_t in zip(h.unbind(0), base.unbind(0)):
+        for _ in range(unfolds):
+            act = torch.sigmoid(offset + v * slope)                     # (Nd, B, Ns)
+            terms = torch.baddbmm(base_t, weights, act.transpose(1, 2))  # (Nd, 2, B)
+            num, den = terms[:, 0].t(), terms[:, 1].t()                  # (B, N)
+            v = v + (num - den * v) * h_t / (cm + den * h_t)
+        states.append(v)
+    return torch.stack(states)
 
 
 class _Unfold(torch.autograd.Function):
@@ -373,7 +390,10 @@ class LTC(TemporalHead):
         steps = x.shape[1]
         h_all = (dt.clamp_min(0.0) / self.ode_unfolds).t().unsqueeze(-1)  # (T, B, 1)
         chunk = max(1, _CHUNK_ELEMENTS // (2 * x.shape[0] * self.units))
-        unfold = _Unfold.apply if torch.is_grad_enabled() else _unfold_no_grad
+        if torch.onnx.is_in_onnx_export():
+            unfold = _unfold_plain
+        else:
+            unfold = _Unfold.apply if torch.is_grad_enabled() else _unfold_no_grad
         outputs = []
         for start in range(0, steps, chunk):
             base = self._sensory(x[:, start : start + chunk], p)  # (Tc, N, 2, B)
@@ -443,7 +463,7 @@ class LTC(TemporalHead):
     def _map_inputs(self, x: Tensor) -> Tensor:
         """Per-feature input map. x (..., D) -> (..., D)."""
         if self.input_mapping == "affine":
-            return torch.addcmul(self.input_b, x, self.input_w)
+            return self.input_b + x * self.input_w
         if self.input_mapping == "linear":
             return x * self.input_w
         return x
@@ -451,7 +471,7 @@ class LTC(TemporalHead):
     def _map_outputs(self, v: Tensor) -> Tensor:
         """Per-neuron output map. v (..., H) -> (..., H)."""
         if self.output_mapping == "affine":
-            return torch.addcmul(self.output_b, v, self.output_w)
+            return self.output_b + v * self.output_w
         if self.output_mapping == "linear":
             return v * self.output_w
         return v

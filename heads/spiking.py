@@ -180,7 +180,10 @@ class SpikingHead(TemporalHead):
             # lerp(I, mem, beta) = beta * mem + (1 - beta) * I, exactly mem at beta = 1.
             mem = torch.lerp(current, state[k], beta[:, k])
             # snntorch's Heaviside gives float32 whatever the input: cast back.
-            spikes = self._spike_function.apply(mem - threshold, self.slope).to(mem.dtype)
+            if torch.is_grad_enabled():
+                spikes = self._spike_function.apply(mem - threshold, self.slope).to(mem.dtype)
+            else:  # the surrogate's forward is this step function; plain ops also trace and export
+                spikes = (mem - threshold > 0).to(mem.dtype)
             new.append(torch.sub(mem, spikes.detach(), alpha=self.threshold))
             fired.append(spikes)
         y = torch.lerp(self.readout(spikes), state[-1], beta[:, -1])

@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "events": ("perception.benchmarks.events", "event representations (voxel grid, histogram, time surface) vs tonic"),
     "readers": ("perception.benchmarks.readers", "event file readers: events per second per format"),
     "simulator": ("perception.benchmarks.simulator", "event simulator: real-time factor on generated video"),
+    "infer": ("perception.benchmarks.infer", "streaming inference end to end: 640x480 video fps, EVT 3.0 real-time factor"),
     "train": ("perception.benchmarks.train", "the main job (perception train): time, peak memory, test accuracy"),
 }
 
@@ -47,6 +48,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, (_, _, help_text) in DELEGATED.items():
         commands.add_parser(name, help=help_text, add_help=False)
+    infer = commands.add_parser(
+        "infer", help="run a trained model on a webcam, video file or event recording, step by step",
+        description="Run a trained model step by step over a live or recorded stream, with the real dt.",
+    )
+    from perception.streaming.cli import add_arguments as infer_options
+
+    infer_options(infer)
+    infer.set_defaults(run=_run_infer)
+    export = commands.add_parser(
+        "export", help="write the single-step model as ONNX or TorchScript, checked against PyTorch",
+        description="Export a checkpoint's single-step model (inputs: x, dt, state; outputs: logits, state).",
+    )
+    _export_options(export)
+    export.set_defaults(run=_run_export)
     evaluate = commands.add_parser(
         "evaluate", help="compare temporal heads (accuracy under timing, drops, noise; latency; memory)",
         description="Compare temporal heads on the same backbone, data and training budget, and write a report folder.",
@@ -85,6 +100,28 @@ def _run_benchmark(args: argparse.Namespace) -> int:
     path = write_json(args.output, figures)
     print(f"figures written to {path}")
     return 0
+
+
+def _run_infer(args: argparse.Namespace) -> int:
+    from perception.streaming.cli import run
+
+    return run(args)
+
+
+def _export_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", type=Path, help="a checkpoint written by perception train")
+    parser.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="(default: %(default)s)")
+    parser.add_argument("--output", type=Path, default=None, help="the file to write (default: beside the checkpoint)")
+    parser.add_argument("--stream", default=None,
+                        help="check on this recorded stream (a SOURCE as for perception infer; default: random inputs)")
+    parser.add_argument("--steps", type=int, default=50, help="streaming steps of the check (default: %(default)s)")
+    parser.add_argument("--no-check", action="store_true", help="skip the check against PyTorch")
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from perception.export import run
+
+    return run(args)
 
 
 def _run_evaluation(args: argparse.Namespace) -> int:

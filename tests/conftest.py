@@ -1,4 +1,4 @@
-"""Fixtures for the data tests: where the shared real recordings are.
+"""Fixtures shared by all tests: where the shared real recordings are.
 
 The recordings live beside the repository (``../shared/data``), never inside it; ``LP_SHARED_DATA``
 points elsewhere. Tests that need them skip with the reason when the folder is absent.
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def shared_data_dir() -> Path:

@@ -1,0 +1,1 @@
+"""Streaming inference: sources, preprocessing, the runner, sinks."""

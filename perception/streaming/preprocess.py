@@ -1,0 +1,73 @@
+"""Observation -> model input, with the same code and options as training (the checkpoint's preprocessing).
+
+Frames: resized to the training size (W, H), grey when trained grey, scaled to [0, 1] -> (1, C, H, W).
+Events: coordinates mapped from the sensor onto the training frame size, then the checkpoint's
+representation over the window's own time range -> (1, C, H, W).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from data import create_representation
+from perception.errors import PerceptionError
+from perception.streaming.sources import Observation
+
+
+class Preprocessor:
+    """Callable: ``Observation -> (tensor (1, C, H, W) float32, display image (H', W', 3) uint8)``."""
+
+    def __init__(self, preprocessing: dict[str, Any], sensor_size: tuple[int, int] | None = None) -> None:
+        self.modality = preprocessing["modality"]
+        if self.modality == "frames":
+            self.size = tuple(int(v) for v in preprocessing["size"])   # (W, H)
+            self.grey = bool(preprocessing.get("grey", False))
+        else:
+            self.frame_size = tuple(int(v) for v in preprocessing["frame_size"])
+            self.representation = create_representation(**preprocessing["representation"])
+            self.sensor_size = tuple(sensor_size) if sensor_size is not None else self.frame_size
+
+    def __call__(self, obs: Observation) -> tuple[torch.Tensor, np.ndarray]:
+        if obs.kind == "frame":
+            return self._frame(obs.data)
+        return self._events(obs)
+
+    def _frame(self, frame: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        if frame.ndim not in (2, 3):
+            raise PerceptionError(f"frame: expected (H, W) or (H, W, 3) pixels, got shape {frame.shape}")
+        resized = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA) if frame.shape[1::-1] != self.size else frame
+        if self.grey:
+            pixels = cv2.cvtColor(resized, cv2.COLOR_RGB2GRAY)[None] if resized.ndim == 3 else resized[None]
+        else:
+            pixels = np.repeat(resized[None], 3, 0) if resized.ndim == 2 else resized.transpose(2, 0, 1)
+        x = torch.from_numpy(np.ascontiguousarray(pixels)).float().div_(255.0).unsqueeze(0)
+        display = frame if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
+        return x, display
+
+    def _events(self, obs: Observation) -> tuple[torch.Tensor, np.ndarray]:
+        events = obs.data
+        width, height = self.frame_size
+        if self.sensor_size != self.frame_size and len(events):
+            events = events.copy()
+            events["x"] = events["x"].astype(np.int64) * width // self.sensor_size[0]
+            events["y"] = events["y"].astype(np.int64) * height // self.sensor_size[1]
+        t_start = int(round(obs.t_start * 1e6)) if obs.t_start is not None else None
+        t_end = int(round(obs.t * 1e6))
+        if t_start is not None and len(events):  # merged live windows: the range covers them all
+            t_start = min(t_start, int(events["t"][0]))
+            t_end = max(t_end, int(events["t"][-1]))
+        grid = self.representation(events, (width, height), t_start=t_start, t_end=t_end)
+        return torch.from_numpy(grid).unsqueeze(0), event_image(events, width, height)
+
+
+def event_image(events, width: int, height: int) -> np.ndarray:
+    """An (H, W, 3) uint8 picture of a window: ON events blue, OFF events red, on white."""
+    image = np.full((height, width, 3), 255, np.uint8)
+    if len(events):
+        on = events["p"] > 0
+        image[events["y"][on], events["x"][on]] = (40, 90, 220)
+        image[events["y"][~on], events["x"][~on]] = (220, 50, 40)
+    return image

@@ -1,0 +1,152 @@
+"""Where streaming results go: JSON lines, an annotated video, a live window.
+
+Files are written to a temporary name beside the target and renamed when the stream ends (also on
+Ctrl-C or a camera that disconnects), so a crash never leaves half a file under the final name.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections import deque
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from perception.errors import PerceptionError
+from perception.streaming.runner import StepResult
+
+PANEL_W = 220          # width of the side panel with the probability plot
+HISTORY = 120          # steps shown in the plot
+MIN_DISPLAY_H = 240    # small model inputs (event images) are scaled up to at least this height
+
+
+def _temporary(path: Path) -> Path:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise PerceptionError(f"{path}: cannot write here ({exc.strerror or exc})") from None
+    return Path(tmp)
+
+
+class JsonlSink:
+    """One JSON object per step: t, dt, label, score, probs, skipped, latency_ms (and events)."""
+
+    def __init__(self, path: Path, classes: list[str]) -> None:
+        self.path, self.classes = Path(path), classes
+        self.tmp = _temporary(self.path)
+        self.file = self.tmp.open("w")
+
+    def write(self, result: StepResult) -> None:
+        self.file.write(json.dumps(result.record(self.classes)) + "\n")
+
+    def close(self) -> None:
+        self.file.close()
+        os.replace(self.tmp, self.path)
+
+
+class Overlay:
+    """Draws label, score, frames per second and a plot of the class probabilities over time."""
+
+    def __init__(self, classes: list[str]) -> None:
+        self.classes = classes
+        self.history: deque = deque(maxlen=HISTORY)
+        self.clock: deque = deque(maxlen=30)
+        rng = np.random.default_rng(7)
+        self.colours = [tuple(int(c) for c in rng.integers(40, 220, 3)) for _ in classes]
+
+    def draw(self, result: StepResult) -> np.ndarray:
+        self.history.append(result.probs)
+        self.clock.append(time.perf_counter())
+        image = result.image
+        if image.shape[0] < MIN_DISPLAY_H:
+            scale = int(np.ceil(MIN_DISPLAY_H / image.shape[0]))
+            image = cv2.resize(image, (image.shape[1] * scale, image.shape[0] * scale), interpolation=cv2.INTER_NEAREST)
+        height = image.shape[0]
+        canvas = np.full((height, image.shape[1] + PANEL_W, 3), 250, np.uint8)
+        canvas[:, : image.shape[1]] = image
+        fps = (len(self.clock) - 1) / (self.clock[-1] - self.clock[0]) if len(self.clock) > 1 else 0.0
+        text = [f"{result.label} {100 * result.score:.0f}%", f"t {result.t:.3f} s  dt {1e3 * result.dt:.1f} ms",
+                f"{fps:.1f} steps/s  {result.latency_ms:.1f} ms"]
+        if result.skipped:
+            text.append(f"skipped {result.skipped}")
+        x0 = image.shape[1] + 8
+        for i, line in enumerate(text):
+            cv2.putText(canvas, line, (x0, 20 + 18 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (20, 20, 20), 1, cv2.LINE_AA)
+        top, bottom = 20 + 18 * len(text) + 6, height - 8
+        if bottom - top > 20 and len(self.history) > 1:
+            probs = np.asarray(self.history)                        # (steps, K)
+            xs = x0 + np.linspace(0, PANEL_W - 16, len(probs)).astype(np.int32)
+            for k in range(probs.shape[1]):
+                ys = (bottom - probs[:, k] * (bottom - top)).astype(np.int32)
+                cv2.polylines(canvas, [np.stack([xs, ys], 1)], False, self.colours[k % len(self.colours)], 1, cv2.LINE_AA)
+            cv2.rectangle(canvas, (x0, top), (x0 + PANEL_W - 16, bottom), (160, 160, 160), 1)
+        return canvas
+
+
+class VideoSink:
+    """The annotated stream as an H.264 MP4 (PyAV), at the source's own timestamps."""
+
+    def __init__(self, path: Path, classes: list[str]) -> None:
+        self.path = Path(path)
+        self.overlay = Overlay(classes)
+        self.tmp = _temporary(self.path)
+        self.container = None
+        self.last_pts = -1
+
+    def write(self, result: StepResult) -> None:
+        import av
+
+        canvas = self.overlay.draw(result)
+        canvas = canvas[: canvas.shape[0] // 2 * 2, : canvas.shape[1] // 2 * 2]  # yuv420p needs even sides
+        if self.container is None:
+            self.container = av.open(str(self.tmp), "w", format="mp4")
+            self.stream = self.container.add_stream("libx264", rate=30)
+            self.stream.width, self.stream.height = canvas.shape[1], canvas.shape[0]
+            self.stream.pix_fmt = "yuv420p"
+            self.stream.time_base = self.stream.codec_context.time_base = Fraction(1, 1000)
+            self.t0 = result.t
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(canvas), format="rgb24")
+        pts = max(self.last_pts + 1, int(round((result.t - self.t0) * 1000)))
+        frame.pts, frame.time_base, self.last_pts = pts, Fraction(1, 1000), pts
+        self.container.mux(self.stream.encode(frame))
+
+    def close(self) -> None:
+        if self.container is None:
+            self.tmp.unlink(missing_ok=True)
+            return
+        self.container.mux(self.stream.encode())
+        self.container.close()
+        os.replace(self.tmp, self.path)
+
+
+class WindowSink:
+    """A live window (OpenCV) with the overlay; closing it (or q / Esc) stops the stream."""
+
+    def __init__(self, classes: list[str], title: str = "perception") -> None:
+        if not display_available():
+            raise PerceptionError("--show: no display here (or OpenCV was built without GUI support); "
+                                  "use --headless with --output FILE.mp4 or --jsonl FILE")
+        self.overlay, self.title, self.stopped = Overlay(classes), title, False
+
+    def write(self, result: StepResult) -> None:
+        cv2.imshow(self.title, cv2.cvtColor(self.overlay.draw(result), cv2.COLOR_RGB2BGR))
+        if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+            self.stopped = True
+
+    def close(self) -> None:
+        cv2.destroyAllWindows()
+
+
+def display_available() -> bool:
+    """Whether a window can be shown: a display and an OpenCV with GUI support."""
+    if os.name != "nt" and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False
+    info = cv2.getBuildInformation()
+    gui = info.split("GUI:", 1)[1].split("\n", 1)[0].strip() if "GUI:" in info else "NONE"
+    return gui.upper() != "NONE"

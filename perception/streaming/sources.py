@@ -1,0 +1,232 @@
+"""Stream sources: what ``perception infer SOURCE`` reads, as observations with their real times.
+
+SOURCE is one of:
+    webcam:N        an OpenCV camera (frames, live)
+    sim:webcam:N    events simulated on the fly from that camera (live)
+    sim:VIDEO       events simulated on the fly from a video file
+    camera:N        a live event camera, through an event-camera library when one is installed
+    VIDEO           a video file (.mp4, .avi, .mkv, .mov, .webm, ...): frames
+    RECORDING       an event recording in any format ``data.read_events`` reads
+
+Event sources are cut into windows exactly as the checkpoint's preprocessing says (duration or
+count, overlap). Every observation carries ``t``: the source's own time in seconds (container
+timestamps for video, the window's end for events, capture time for cameras).
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from data import (
+    EventSimulator,
+    SimulatorConfig,
+    WindowCutter,
+    WindowSpec,
+    iter_events,
+    iter_video,
+    iter_webcam,
+    probe_events,
+)
+from data.events import Events
+from perception.errors import PerceptionError
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".gif")
+EVENT_CAMERA_LIBRARIES = ("dv_processing", "metavision_core")
+
+
+@dataclass
+class Observation:
+    """One step's input. ``kind`` "frame": ``data`` (H, W, 3) or (H, W) uint8; "events": ``data``
+    (N,) events in the sensor's coordinates over [t_start, t] seconds."""
+
+    t: float
+    kind: str
+    data: Any
+    t_start: float | None = None
+    skipped: int = 0  # observations a live source dropped just before this one (the model was slower)
+
+
+@dataclass
+class Source:
+    """An iterable of observations plus what the runner needs to know about them."""
+
+    name: str
+    kind: str                 # "frame" or "events"
+    live: bool
+    observations: Iterator[Observation]
+    sensor_size: tuple[int, int] | None = None   # events: (W, H) of the coordinates
+    closers: list = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[Observation]:
+        return self.observations
+
+    def close(self) -> None:
+        for close in self.closers:
+            close()
+        if hasattr(self.observations, "close"):
+            self.observations.close()
+
+
+def _frames(pairs) -> Iterator[Observation]:
+    for t, frame in pairs:
+        yield Observation(float(t), "frame", frame)
+
+
+def _windows(chunks, spec: WindowSpec) -> Iterator[Observation]:
+    cutter = WindowCutter(spec)
+    for chunk in chunks:
+        for window in cutter.push(chunk):
+            yield Observation(window.t_end_us * 1e-6, "events", window.events, window.t_start_us * 1e-6)
+    for window in cutter.finish():
+        yield Observation(window.t_end_us * 1e-6, "events", window.events, window.t_start_us * 1e-6)
+
+
+def _simulated(frames, size: tuple[int, int], seed: int = 0) -> Iterator[Events]:
+    """Events from (t, frame) pairs: each frame resized to ``size`` (W, H), grey, through the simulator."""
+    simulator = EventSimulator(SimulatorConfig(noise_rate_hz=0.1), np.random.default_rng(seed))
+    for t, frame in frames:
+        if frame.ndim == 3:
+            frame = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+        if (frame.shape[1], frame.shape[0]) != tuple(size):
+            frame = cv2.resize(frame, tuple(size), interpolation=cv2.INTER_AREA)
+        yield simulator.feed(frame, float(t))
+
+
+def _webcam_index(text: str, spec: str) -> int:
+    try:
+        index = int(text)
+    except ValueError:
+        raise PerceptionError(f"{spec}: expected webcam:N with N a camera index (0, 1, ...)") from None
+    if index < 0:
+        raise PerceptionError(f"{spec}: the camera index must be >= 0")
+    return index
+
+
+def _event_camera(spec: str):
+    import importlib.util
+
+    found = [name for name in EVENT_CAMERA_LIBRARIES if importlib.util.find_spec(name) is not None]
+    if not found:
+        raise PerceptionError(
+            f"{spec}: no event-camera library is installed (looked for {', '.join(EVENT_CAMERA_LIBRARIES)}); "
+            "record to a file and pass the file, or use sim:webcam:N to simulate events from a webcam"
+        )
+    raise PerceptionError(f"{spec}: live capture through {found[0]} is not supported by this version; "
+                          "record to a file (any format data.read_events reads) and pass the file")
+
+
+def open_source(spec: str, preprocessing: dict[str, Any]) -> Source:
+    """The source named by ``spec`` for a model trained with ``preprocessing`` (its modality decides
+    whether frames or event windows are needed)."""
+    modality = preprocessing.get("modality")
+    if modality not in ("frames", "events"):
+        raise PerceptionError(f"checkpoint preprocessing: unknown modality {modality!r}")
+    window = preprocessing.get("window")
+    spec_window = WindowSpec(window["mode"], int(window["size"]), int(window.get("overlap", 0))) if window else None
+    simulated = spec.startswith("sim:")
+    inner = spec[4:] if simulated else spec
+
+    if inner.startswith("camera:"):
+        _event_camera(spec)
+    if inner.startswith("webcam:"):
+        index = _webcam_index(inner[len("webcam:"):], spec)
+        if not simulated:
+            _expect(modality, "frames", spec)
+            return live(Source(spec, "frame", True, _frames(iter_webcam(index))))
+        _expect(modality, "events", spec)
+        size = tuple(preprocessing["frame_size"])
+        frames = iter_webcam(index)
+        return live(Source(spec, "events", True, _windows(_simulated(frames, size), spec_window), size))
+
+    path = Path(inner)
+    if not path.exists():
+        raise PerceptionError(f"{spec}: no such file")
+    if simulated or path.suffix.lower() in VIDEO_SUFFIXES:
+        if simulated:
+            _expect(modality, "events", spec)
+            size = tuple(preprocessing["frame_size"])
+            return Source(spec, "events", False, _windows(_simulated(iter_video(path), size), spec_window), size)
+        _expect(modality, "frames", spec)
+        return Source(spec, "frame", False, _frames(iter_video(path)))
+    _expect(modality, "events", spec)
+    info = probe_events(path)
+    return Source(spec, "events", False, _windows(iter_events(path), spec_window), tuple(info.sensor_size))
+
+
+def _expect(modality: str, needed: str, spec: str) -> None:
+    if modality != needed:
+        hint = ("use sim:VIDEO or sim:webcam:N to simulate events from frames" if modality == "events"
+                else "this checkpoint needs frames (a video file or webcam:N)")
+        raise PerceptionError(f"{spec}: the checkpoint's model takes {modality}, this source gives {needed}; {hint}")
+
+
+# --------------------------------------------------------------------------------------------
+# Live sources never fall behind: a reader thread keeps only the newest observation.
+
+
+def live(source: Source) -> Source:
+    """Wrap a live source so that the consumer always gets the newest observation.
+
+    Frames that arrive while the model is busy are skipped (counted in ``skipped``; the next frame's
+    dt covers them, since dt comes from the timestamps). Event windows are never dropped: the ones
+    that queued up are merged into one longer window, so no event is lost.
+    """
+    pending: queue.Queue = queue.Queue()
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            for obs in source.observations:
+                if stop.is_set():
+                    break
+                pending.put(obs)
+        except Exception as exc:  # surfaced in the consumer's thread
+            pending.put(exc)
+        finally:
+            pending.put(None)
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+
+    def newest() -> Iterator[Observation]:
+        while True:
+            item = pending.get()
+            batch = [item]
+            while item is not None and not isinstance(item, Exception):
+                try:
+                    item = pending.get_nowait()
+                except queue.Empty:
+                    break
+                batch.append(item)
+            ended = batch[-1] is None or isinstance(batch[-1], Exception)
+            observations = [b for b in batch if isinstance(b, Observation)]
+            if observations:
+                yield merge(observations)
+            if ended:
+                if isinstance(batch[-1], Exception):
+                    raise batch[-1]
+                return
+
+    def close() -> None:
+        stop.set()
+
+    return Source(source.name, source.kind, True, newest(), source.sensor_size, [close, *source.closers])
+
+
+def merge(observations: list[Observation]) -> Observation:
+    """One observation standing for several that queued up: the newest frame, or all the events."""
+    last = observations[-1]
+    if len(observations) == 1:
+        return last
+    skipped = sum(o.skipped for o in observations) + len(observations) - 1
+    if last.kind == "frame":
+        return Observation(last.t, "frame", last.data, None, skipped)
+    events = np.concatenate([o.data for o in observations])
+    return Observation(last.t, "events", events, observations[0].t_start, skipped)

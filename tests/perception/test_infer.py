@@ -1,0 +1,182 @@
+"""`perception infer`: every source kind headless, JSONL times against the source's own timestamps."""
+import json
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from data import read_events, slice_windows, video_times, WindowSpec
+from perception.checkpoint import save_checkpoint
+from perception.cli import main
+from perception.model import PerceptionModel
+from perception.streaming.sources import Observation, Source, live
+
+CLASSES = ["a", "b", "c"]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _checkpoint(tmp_path: Path, modality: str) -> Path:
+    torch.manual_seed(0)
+    if modality == "frames":
+        model = PerceptionModel(1, 3, backbone_kwargs={"width": 0.5}, time_scale=0.05)
+        pre = {"modality": "frames", "size": [32, 32], "grey": True}
+    else:
+        model = PerceptionModel(5, 3, backbone_kwargs={"width": 0.5}, time_scale=0.05)
+        pre = {"modality": "events", "sensor_size": [32, 32], "frame_size": [32, 32],
+               "representation": {"name": "voxel_grid", "bins": 5, "polarity": "signed", "normalize": "standard"},
+               "window": {"mode": "duration", "size": 50_000, "overlap": 0}}
+    return save_checkpoint(tmp_path / f"{modality}.ckpt", model.eval(), CLASSES, pre)
+
+
+def _vfr_video(path: Path, times) -> Path:
+    """A moving bar at irregular (variable-frame-rate) times."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
+        for i, t in enumerate(times):
+            image = np.full((48, 64, 3), 60, np.uint8)
+            image[:, (4 * i) % 60 : (4 * i) % 60 + 6] = 230
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = round(t * 1000), Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    torch.set_num_threads(1)
+
+
+def test_video_file_times_and_dt_come_from_the_container(tmp_path, capsys):
+    times = np.cumsum([0.0, 0.04, 0.04, 0.1, 0.033, 0.2, 0.05, 0.05, 0.3, 0.04])
+    video = _vfr_video(tmp_path / "vfr.mp4", times)
+    out = tmp_path / "steps.jsonl"
+    mp4 = tmp_path / "annotated.mp4"
+    assert main(["infer", str(video), "--checkpoint", str(_checkpoint(tmp_path, "frames")), "--headless",
+                 "--jsonl", str(out), "--output", str(mp4), "--quiet"]) == 0
+    lines = _lines(out)
+    np.testing.assert_allclose([r["t"] for r in lines], video_times(video), atol=1e-6)
+    np.testing.assert_allclose([r["dt"] for r in lines[1:]], np.diff(video_times(video)), atol=1e-6)
+    assert lines[0]["dt"] == pytest.approx(0.05)  # the model's time scale: the nominal period
+    for r in lines:
+        assert r["label"] in CLASSES and sum(r["probs"]) == pytest.approx(1, abs=1e-4)
+        assert r["score"] == pytest.approx(max(r["probs"]))
+    assert len(video_times(mp4)) == len(lines)
+    err = capsys.readouterr().err
+    assert f"done: {len(lines)} steps" in err and "p50" in err and "p99" in err
+
+
+def test_event_recording_windows_match_the_checkpoint(tmp_path, shared_data):
+    recording = shared_data / "events" / "tonic_sample.aedat4"
+    out = tmp_path / "steps.jsonl"
+    assert main(["infer", str(recording), "--checkpoint", str(_checkpoint(tmp_path, "events")), "--headless",
+                 "--jsonl", str(out), "--quiet"]) == 0
+    lines = _lines(out)
+    windows = list(slice_windows(read_events(recording).events, WindowSpec("duration", 50_000)))
+    assert len(lines) == len(windows) > 5
+    np.testing.assert_allclose([r["t"] for r in lines], [w.t_end_us * 1e-6 for w in windows], atol=1e-6)
+    assert [r["events"] for r in lines] == [len(w.events) for w in windows]
+    np.testing.assert_allclose([r["dt"] for r in lines], 0.05, atol=1e-6)
+
+
+def test_simulated_events_from_a_video(tmp_path):
+    times = np.arange(30) / 30.0
+    video = _vfr_video(tmp_path / "v.mp4", times)
+    out = tmp_path / "sim.jsonl"
+    assert main(["infer", f"sim:{video}", "--checkpoint", str(_checkpoint(tmp_path, "events")), "--headless",
+                 "--jsonl", str(out), "--quiet"]) == 0
+    lines = _lines(out)
+    assert len(lines) >= 15 and sum(r["events"] for r in lines) > 0
+    ends = np.asarray([r["t"] for r in lines])
+    assert ends[-1] <= times[-1] + 0.05 + 1e-6 and (np.diff(ends) > 0).all()
+
+
+def test_max_steps_and_source_errors(tmp_path, capsys):
+    frames_ckpt, events_ckpt = _checkpoint(tmp_path, "frames"), _checkpoint(tmp_path, "events")
+    video = _vfr_video(tmp_path / "v.mp4", np.arange(12) / 10)
+    out = tmp_path / "few.jsonl"
+    assert main(["infer", str(video), "--checkpoint", str(frames_ckpt), "--headless", "--jsonl", str(out),
+                 "--max-steps", "3", "--quiet"]) == 0
+    assert len(_lines(out)) == 3
+    capsys.readouterr()
+    for args, message in (
+        ([str(video), "--checkpoint", str(events_ckpt)], "the checkpoint's model takes events, this source gives frames"),
+        ([f"sim:{video}", "--checkpoint", str(frames_ckpt)], "the checkpoint's model takes frames"),
+        ([str(tmp_path / "nothere.raw"), "--checkpoint", str(events_ckpt)], "nothere.raw: no such file"),
+        (["camera:0", "--checkpoint", str(events_ckpt)], "camera:0: no event-camera library is installed"),
+        (["webcam:x", "--checkpoint", str(frames_ckpt)], "webcam:x: expected webcam:N"),
+        ([str(video), "--checkpoint", str(tmp_path / "no.ckpt")], "no.ckpt: checkpoint not found"),
+        ([str(video), "--checkpoint", str(frames_ckpt), "--output", str(tmp_path / "x.avi")], "expected a .mp4"),
+    ):
+        assert main(["infer", *args, "--headless"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_ctrl_c_closes_the_outputs(tmp_path, monkeypatch, capsys):
+    video = _vfr_video(tmp_path / "v.mp4", np.arange(20) / 10)
+    out = tmp_path / "steps.jsonl"
+    from perception.streaming import sinks
+
+    written = []
+    original = sinks.JsonlSink.write
+
+    def interrupt_after_four(self, result):
+        original(self, result)
+        written.append(result.index)
+        if len(written) == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(sinks.JsonlSink, "write", interrupt_after_four)
+    status = main(["infer", str(video), "--checkpoint", str(_checkpoint(tmp_path, "frames")), "--headless",
+                   "--jsonl", str(out), "--quiet"])
+    assert status == 130
+    assert [r["step"] for r in _lines(out)] == [0, 1, 2, 3]  # flushed and complete
+    assert not list(tmp_path.glob(".steps.jsonl.*"))       # no temporary file left
+    assert "interrupted: 4 steps" in capsys.readouterr().err
+
+
+def _fast_source(n: int, period: float, kind: str = "frame") -> Source:
+    def produce():
+        for i in range(n):
+            time.sleep(period)
+            if kind == "frame":
+                yield Observation(i * period, "frame", np.full((4, 4), i, np.uint8))
+            else:
+                events = np.zeros(3, dtype=[("x", "<u2"), ("y", "<u2"), ("t", "<i8"), ("p", "i1")])
+                events["t"] = int(i * period * 1e6)
+                yield Observation((i + 1) * period, "events", events, i * period)
+    return Source("fake", kind, True, produce())
+
+
+def test_a_live_source_skips_frames_instead_of_lagging():
+    source = live(_fast_source(60, 0.002))
+    seen = []
+    for obs in source:
+        seen.append(obs)
+        time.sleep(0.02)  # a model ten times slower than the camera
+    assert sum(o.skipped for o in seen) + len(seen) == 60  # every frame is either seen or counted
+    assert sum(o.skipped for o in seen) > 30
+    assert seen[-1].t == pytest.approx(59 * 0.002)          # never behind: the newest frame comes out
+    assert len(seen) < 20
+
+
+def test_a_live_event_source_merges_windows_and_loses_no_event():
+    source = live(_fast_source(40, 0.002, kind="events"))
+    seen = []
+    for obs in source:
+        seen.append(obs)
+        time.sleep(0.02)
+    assert sum(len(o.data) for o in seen) == 40 * 3
+    assert any(o.skipped for o in seen) and seen[-1].t == pytest.approx(40 * 0.002)
