@@ -13,6 +13,7 @@ from data.io import (
     available_formats,
     iter_events,
     probe_events,
+    stated_sensor_size,
     read_events,
     writable_formats,
     write_events,

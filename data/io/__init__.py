@@ -23,6 +23,7 @@ from data.io.recording import (
     iter_events,
     probe_events,
     read_events,
+    stated_sensor_size,
     write_events,
 )
 
@@ -38,6 +39,7 @@ __all__ = [
     "read_events",
     "register_format",
     "register_writer",
+    "stated_sensor_size",
     "writable_formats",
     "write_events",
 ]

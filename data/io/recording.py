@@ -233,6 +233,13 @@ def iter_events(
     return _rechunk(chunks, int(chunk_size))
 
 
+def stated_sensor_size(path: PathLike, *, format: str | None = None) -> SensorSize | None:
+    """The sensor size the file's header (or its format) states, without decoding any event; None
+    when only the events can tell (then ``probe_events`` finds it)."""
+    _, _, size, _ = _open(path, None, format)
+    return size
+
+
 def probe_events(path: PathLike, sensor_size: SensorSize | None = None, *, format: str | None = None) -> EventFileInfo:
     """Format, sensor size and event count of a file, found by streaming it once (little memory)."""
     spec, reader, size, source = _open(path, sensor_size, format)

@@ -33,6 +33,7 @@ from data import (
     iter_video,
     iter_webcam,
     probe_events,
+    stated_sensor_size,
 )
 from data.events import Events
 from perception.errors import PerceptionError
@@ -156,8 +157,8 @@ def open_source(spec: str, preprocessing: dict[str, Any]) -> Source:
         _expect(modality, "frames", spec)
         return Source(spec, "frame", False, _frames(iter_video(path)))
     _expect(modality, "events", spec)
-    info = probe_events(path)
-    return Source(spec, "events", False, _windows(iter_events(path), spec_window), tuple(info.sensor_size))
+    size = stated_sensor_size(path) or probe_events(path).sensor_size  # probing decodes the whole file
+    return Source(spec, "events", False, _windows(iter_events(path), spec_window), tuple(size))
 
 
 def _expect(modality: str, needed: str, spec: str) -> None:

@@ -207,7 +207,34 @@ class SyntheticDataModule(ClipDataModule):
         }
 
 
-class EventDataModule(ClipDataModule):
+def hold_out(indices: np.ndarray, fraction: float) -> tuple[list[int], list[int]]:
+    """Split ``indices`` (already shuffled) into (kept, held out): the first ``fraction`` is held out."""
+    n = max(1, int(round(len(indices) * fraction)))
+    return indices[n:].tolist(), indices[:n].tolist()
+
+
+class FolderDataModule(ClipDataModule):
+    """A data module over a dataset folder: classes come from a probe dataset read once."""
+
+    def __init__(self, batch_size: int, num_workers: int) -> None:
+        super().__init__(batch_size, num_workers)
+        self._probe = None
+
+    def make_probe(self) -> Dataset:
+        raise NotImplementedError
+
+    @property
+    def probe(self):
+        if self._probe is None:
+            self._probe = self.make_probe()
+        return self._probe
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.probe.classes)
+
+
+class EventDataModule(FolderDataModule):
     """A registered event dataset (DVSGesture, NMNIST, ...) through ``data.EventClipDataset``.
 
     Args:
@@ -251,7 +278,6 @@ class EventDataModule(ClipDataModule):
         self.options = {"root": root, "window": self.window, "representation": self.representation,
                         "max_steps": max_steps, "downsample": downsample, "cache_dir": cache_dir, "seed": seed}
         self.download, self.val_fraction, self.seed = download, val_fraction, seed
-        self._probe: EventClipDataset | None = None
 
     def prepare_data(self) -> None:
         if self.download:  # downloads happen once, on one process (Lightning calls this on rank 0)
@@ -265,19 +291,11 @@ class EventDataModule(ClipDataModule):
         if split == "test":
             return self._full("test")
         full = self._full("train")
-        order = np.random.default_rng(self.seed).permutation(len(full))
-        n_val = max(1, int(round(len(full) * self.val_fraction)))
-        return Subset(full, order[:n_val].tolist() if split == "val" else order[n_val:].tolist())
+        train, val = hold_out(np.random.default_rng(self.seed).permutation(len(full)), self.val_fraction)
+        return Subset(full, val if split == "val" else train)
 
-    @property
-    def probe(self) -> EventClipDataset:
-        if self._probe is None:
-            self._probe = self._full("train")
-        return self._probe
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.probe.classes)
+    def make_probe(self) -> EventClipDataset:
+        return self._full("train")
 
     @property
     def in_channels(self) -> int:
@@ -295,7 +313,7 @@ class EventDataModule(ClipDataModule):
         }
 
 
-class VideoFolderDataModule(ClipDataModule):
+class VideoFolderDataModule(FolderDataModule):
     """Videos in ``root/<class>/<file>`` (UCF101 / HMDB51 layout) through ``data.VideoFolderDataset``.
 
     Training clips start at random places and get the timing augmentation (dropped frames,
@@ -336,7 +354,6 @@ class VideoFolderDataModule(ClipDataModule):
         self.timing = TimingAugment(drop_prob, jitter_std, tuple(rate_factors))
         self.common = {"frames_per_clip": frames_per_clip, "stride": stride, "size": tuple(size), "grey": grey,
                        "seed": seed}
-        self._probe: VideoFolderDataset | None = None
 
     def _dataset(self, split_file: str | None, train: bool) -> VideoFolderDataset:
         extra = {"random_clip": True, "timing": self.timing} if train else {}
@@ -348,17 +365,15 @@ class VideoFolderDataModule(ClipDataModule):
             if split == "test":
                 return self._dataset(hp.test_split, train=False)
             dataset = self._dataset(hp.train_split, train=split == "train")
-            held_out = hp.val_fraction
             order = np.random.default_rng(hp.seed).permutation(len(dataset))
         else:
             dataset = self._dataset(None, train=split == "train")
-            order = np.random.default_rng(hp.seed).permutation(len(dataset))
-            n_test = max(1, int(round(len(dataset) * hp.test_fraction)))
+            order, test = hold_out(np.random.default_rng(hp.seed).permutation(len(dataset)), hp.test_fraction)
             if split == "test":
-                return Subset(dataset, order[:n_test].tolist())
-            order, held_out = order[n_test:], hp.val_fraction
-        n_val = max(1, int(round(len(order) * held_out)))
-        return Subset(dataset, (order[:n_val] if split == "val" else order[n_val:]).tolist())
+                return Subset(dataset, test)
+            order = np.asarray(order)
+        train, val = hold_out(order, hp.val_fraction)
+        return Subset(dataset, val if split == "val" else train)
 
     def clip_times(self, dataset: Dataset) -> list[np.ndarray]:
         base, indices = (dataset.dataset, dataset.indices) if isinstance(dataset, Subset) else (dataset, None)
@@ -366,15 +381,8 @@ class VideoFolderDataModule(ClipDataModule):
         step = self.common["stride"]
         return [t[::step] for t in times]
 
-    @property
-    def probe(self) -> VideoFolderDataset:
-        if self._probe is None:
-            self._probe = self._dataset(None, train=False)
-        return self._probe
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.probe.classes)
+    def make_probe(self) -> VideoFolderDataset:
+        return self._dataset(None, train=False)
 
     @property
     def in_channels(self) -> int:
