@@ -83,6 +83,7 @@ def _datamodule(budget: Budget, modality: str, seed: int = 0) -> SyntheticDataMo
 
 def _train(head: str, seed: int, datamodule: SyntheticDataModule, budget: Budget) -> tuple[PerceptionModule, float, float]:
     L.seed_everything(seed, verbose=False)
+    datamodule.shuffle_seed = seed
     module = PerceptionModule(head=head, lr=budget.lr, num_classes=datamodule.num_classes,
                               in_channels=datamodule.in_channels, class_names=datamodule.classes,
                               preprocessing=datamodule.preprocessing)

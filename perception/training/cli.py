@@ -136,6 +136,9 @@ def user_error_in(exc: BaseException) -> Exception:
 
 def _run(cli: PerceptionCLI) -> int:
     trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
+    seed = cli.config.get("seed_everything")
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        datamodule.shuffle_seed = seed  # the training order follows the run's seed
     trainer.fit(model, datamodule=datamodule, ckpt_path=cli.config.resume)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""

@@ -11,7 +11,7 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from data import (
     EventClipDataset,
@@ -43,6 +43,23 @@ class InMemory(Dataset):
         return self.items[index]
 
 
+class EpochShuffle(Sampler[int]):
+    """A shuffle drawn from (seed, epoch) alone, so a resumed run sees the same order an
+    uninterrupted one would have (Lightning calls ``set_epoch`` before every epoch)."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        return iter(np.random.default_rng((self.seed, self.epoch)).permutation(self.size).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
 class ClipDataModule(L.LightningDataModule):
     """Shared machinery: splits built in ``setup``, loaders with ``collate_clips``, the time scale.
 
@@ -58,6 +75,7 @@ class ClipDataModule(L.LightningDataModule):
         if not (isinstance(num_workers, int) and num_workers >= 0):
             raise PerceptionError(f"data.num_workers: expected an integer >= 0, got {num_workers!r}")
         self.batch_size, self.num_workers = batch_size, num_workers
+        self.shuffle_seed = 0  # the training order's seed; the CLI's seed_everything sets it
         self.splits: dict[str, Dataset] = {}
         self._time_scale: float | None = None
 
@@ -108,8 +126,10 @@ class ClipDataModule(L.LightningDataModule):
             self.split(name)
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        dataset = self.split(name)
+        sampler = EpochShuffle(len(dataset), self.shuffle_seed) if shuffle else None
         return DataLoader(
-            self.split(name), batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+            dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
             collate_fn=collate_clips, persistent_workers=self.num_workers > 0,
         )
 
