@@ -1,4 +1,4 @@
-"""A vectorised numpy decoder for Prophesee EVT 3.0 words.
+"""Decoders for Prophesee EVT 3.0 words: a compiled state machine (numba) and a vectorised numpy one.
 
 Why not faery: faery 0.7.1 does not follow the 24-bit time counter when it wraps (every 16.78 s);
 from then on every time sticks at the last value before the wrap. This decoder counts the wraps.
@@ -14,6 +14,12 @@ EVT 3.0 is a stream of little-endian 16-bit words, the type in the top 4 bits:
                     range is a wrap of the 24-bit counter
     others (triggers, continued, system words) carry no camera events.
 Events before the first TIME_HIGH have no time and are dropped.
+
+``decode_evt3`` runs the numba state machine (one pass counting the events of a block, one pass
+writing them into the event array; about 10x the numpy decoder's speed) when numba is installed,
+else the vectorised numpy decoder; both give the same events for every input (tests compare them)
+and share ``Evt3State``, so a stream may be decoded block by block. The first call compiles (about
+a second; ``cache=True`` keeps the machine code in ``__pycache__`` for later processes).
 """
 from __future__ import annotations
 
@@ -22,6 +28,11 @@ import dataclasses
 import numpy as np
 
 from data.events import EVENT_DTYPE, Events
+
+try:
+    import numba
+except ImportError:  # the numpy decoder below gives the same events, slower
+    numba = None
 
 ADDR_Y, ADDR_X, VECT_BASE_X, VECT_12, VECT_8, TIME_LOW, TIME_HIGH = 0x0, 0x2, 0x3, 0x4, 0x5, 0x6, 0x8
 WRAP = 1 << 24
@@ -52,7 +63,7 @@ def _fill(mask: np.ndarray, values: np.ndarray, at: np.ndarray, before: int) -> 
     return np.concatenate(([before], values))[np.cumsum(mask, dtype=np.int32)[at]]
 
 
-def decode_evt3(words: np.ndarray, state: Evt3State) -> Events:
+def decode_evt3_numpy(words: np.ndarray, state: Evt3State) -> Events:
     """Decode a block of EVT 3.0 words (N,) uint16 into events (in word order), updating ``state``.
 
     The time is the running maximum of the times the TIME_HIGH / TIME_LOW words set: a TIME_LOW
@@ -116,7 +127,11 @@ def decode_evt3(words: np.ndarray, state: Evt3State) -> Events:
     vector_of, bit = np.nonzero(bits)
     n = len(single_values) + len(vector_of)
     events = np.empty(n, dtype=EVENT_DTYPE)
-    if n == len(event_words):  # one event per event word: no runs to lay out
+    counts = np.ones(len(event_words), dtype=np.int64)
+    counts[~is_single] = bits.sum(axis=1)
+    # One event per event word: no runs to lay out (not merely n == len(event_words): an empty
+    # mask, e.g. VECT_8 with only bits 8..11 set, gives no event and another vector two).
+    if (counts == 1).all():
         x = np.empty(n, dtype=np.uint16)
         p = np.empty(n, dtype=np.int8)
         single_slot = is_single
@@ -124,8 +139,6 @@ def decode_evt3(words: np.ndarray, state: Evt3State) -> Events:
     else:
         # Each event word owns a run of output slots; vector events (row-major over (vector word,
         # bit)) fill, in order, exactly the slots that single events leave free.
-        counts = np.ones(len(event_words), dtype=np.int64)
-        counts[~is_single] = bits.sum(axis=1)
         start = np.cumsum(counts) - counts
         x = np.empty(n, dtype=np.uint16)
         p = np.empty(n, dtype=np.int8)
@@ -149,3 +162,120 @@ def decode_evt3(words: np.ndarray, state: Evt3State) -> Events:
     if len(vkind):
         state.base_x, state.polarity = int(column[-1] + step[-1]), int(polarity[-1])
     return events
+
+
+# --- The numba state machine --------------------------------------------------------------------
+
+def _jit(func):
+    return numba.njit(cache=True, nogil=True)(func) if numba is not None else func
+
+
+_WORD = np.arange(1 << 16, dtype=np.int64)  # every 16-bit word
+_SET_BITS = np.unpackbits(_WORD.astype("<u2").view(np.uint8).reshape(-1, 2), axis=1).sum(axis=1, dtype=np.int64)
+# Events each word yields: 1 for ADDR_X, the set bits of the mask for VECT_12 / VECT_8, else 0.
+_EVENTS_OF_WORD = np.select(
+    [_WORD >> 12 == ADDR_X, _WORD >> 12 == VECT_12, _WORD >> 12 == VECT_8],
+    [1, _SET_BITS[_WORD & 0xFFF], _SET_BITS[_WORD & 0xFF]],
+    0,
+).astype(np.uint8)
+# The index of the lowest set bit of each 12-bit mask (the empty mask, never looked up, gets 12).
+_LOWEST_BIT = _SET_BITS[((_WORD[: 1 << 12] & -_WORD[: 1 << 12]) - 1) & 0xFFF].astype(np.uint8)
+del _WORD, _SET_BITS
+
+
+@_jit
+def _first_time_high(words):  # pragma: no cover (numba)
+    for i in range(len(words)):
+        if words[i] >> 12 == 0x8:
+            return i
+    return -1
+
+
+@_jit
+def _count_events(words, start, events_of_word):  # pragma: no cover (numba)
+    n = 0
+    for i in range(start, len(words)):
+        n += events_of_word[words[i]]
+    return n
+
+
+@_jit
+def _decode_events(words, start, out, time_high, wraps, time, y, base_x, polarity, lowest_bit):  # pragma: no cover
+    """Decode ``words[start:]`` into ``out`` (sized by ``_count_events``); returns the new state."""
+    high_time = wraps * WRAP + (time_high << 12)
+    n = 0
+    for i in range(start, len(words)):  # the kinds by their frequency in camera streams
+        word = words[i]
+        kind = word >> 12
+        value = np.int64(word & 0xFFF)
+        if kind == 0x2:  # ADDR_X: one event
+            out[n].x, out[n].y, out[n].t, out[n].p = value & 0x7FF, y, time, value >> 11
+            n += 1
+        elif kind == 0x0:  # ADDR_Y
+            y = value & 0x7FF
+        elif kind == 0x4 or kind == 0x5:  # VECT_12 / VECT_8: an event per set bit, from base_x up
+            mask = value if kind == 0x4 else value & 0xFF
+            while mask:
+                out[n].x, out[n].y, out[n].t, out[n].p = base_x + lowest_bit[mask], y, time, polarity
+                n += 1
+                mask &= mask - 1
+            base_x += 12 if kind == 0x4 else 8
+        elif kind == 0x6:  # TIME_LOW: time is the running maximum
+            if high_time + value > time:
+                time = high_time + value
+        elif kind == 0x3:  # VECT_BASE_X
+            base_x, polarity = value & 0x7FF, value >> 11
+        elif kind == 0x8:  # TIME_HIGH, counting the wraps of the 24-bit counter
+            if time_high - value >= WRAP_DROP:
+                wraps += 1
+            time_high = value
+            high_time = wraps * WRAP + (time_high << 12)
+            if high_time > time:
+                time = high_time
+    return n, time_high, wraps, time, y, base_x, polarity
+
+
+def decode_evt3_numba(words: np.ndarray, state: Evt3State) -> Events:
+    """``decode_evt3_numpy``'s events and state change, from a compiled state machine (needs numba).
+
+    ``words`` is a 1-D array of 16-bit unsigned words (any byte order or stride). The state's
+    fields must fit in int64 (an OverflowError otherwise), as every state a decoder leaves does.
+    """
+    words = np.asarray(words)
+    if words.ndim != 1 or words.dtype.kind != "u" or words.dtype.itemsize != 2:
+        raise TypeError(f"EVT 3.0 words: expected a 1-D uint16 array, got {words.dtype} of shape {words.shape}")
+    words = np.ascontiguousarray(words, dtype=np.uint16)
+    start = 0
+    if not state.started:
+        start = int(_first_time_high(words))
+        if start < 0:
+            return np.empty(0, dtype=EVENT_DTYPE)
+        state.started, state.time_high = True, int(words[start] & 0xFFF)
+        state.time = state.time_high << 12
+    carried = (state.time_high, state.wraps, state.time, state.y, state.base_x, state.polarity)
+    events = np.empty(int(_count_events(words, start, _EVENTS_OF_WORD)), dtype=EVENT_DTYPE)
+    n, *carried = _decode_events(words, start, events, *map(np.int64, carried), _LOWEST_BIT)
+    assert n == len(events)
+    state.time_high, state.wraps, state.time, state.y, state.base_x, state.polarity = map(int, carried)
+    return events
+
+
+use_numba = True  # module switch: False forces the numpy decoder (tests compare both)
+
+
+def numba_available() -> bool:
+    """Whether ``decode_evt3`` runs the compiled decoder (numba installed and not switched off)."""
+    return numba is not None and use_numba
+
+
+def decode_evt3(words: np.ndarray, state: Evt3State) -> Events:
+    """Decode a block of EVT 3.0 words (N,) uint16 into events (in word order), updating ``state``.
+
+    The compiled decoder when numba is available, else the numpy one (``decode_evt3_numpy``, whose
+    docstring gives the time rule); the same events either way. Input that is not a 1-D array of
+    16-bit unsigned words goes to the numpy decoder, which defines what happens to it.
+    """
+    if numba_available() and isinstance(words, np.ndarray) and words.ndim == 1 and words.dtype.kind == "u" \
+            and words.dtype.itemsize == 2:
+        return decode_evt3_numba(words, state)
+    return decode_evt3_numpy(words, state)

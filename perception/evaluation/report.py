@@ -80,10 +80,12 @@ def findings(summary: list[dict], measures: list[tuple[str, str]]) -> list[str]:
         if liquid and not set(tied) & set(LIQUID):
             top = max(liquid, key=lambda s: s[key])
             line += f"; the best liquid head, {top['head']}, reached {100 * top[key]:.1f}% (not first here)"
-        others = sorted((s[key] for s in summary if s["head"] not in tied), reverse=True)
-        spread = max((s[f"{key}_sd"] for s in summary if not math.isnan(s[f"{key}_sd"])), default=0.0)
-        if others and spread and best[key] - others[0] < spread:
-            line += "; the gap to the runner-up is within the seed spread"
+        others = sorted((s for s in summary if s["head"] not in tied), key=lambda s: s[key], reverse=True)
+        if others:  # within the seed spread: the gap is smaller than the two heads' standard deviations together
+            runner = others[0]
+            spread = np.nansum([best[f"{key}_sd"], runner[f"{key}_sd"]])
+            if spread and best[key] - runner[key] < spread:
+                line += f"; {runner['head']} ({100 * runner[key]:.1f}%) is within the seed spread"
         lines.append(line + ".")
     aware = [s for s in summary if s.get("time_aware")]
     blind = [s for s in summary if s.get("time_aware") is False]
