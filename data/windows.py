@@ -154,12 +154,15 @@ class WindowCutter:
         spec: how to cut.
         t_start_us: start of the first window (duration mode); default the first event's time.
             Events before it are a DataError. Ignored in count mode.
+        copy: keep a copy of the events that later windows need. False when the caller never
+            reuses or changes a chunk after pushing it (chunks from ``iter_events`` are new arrays):
+            copying a dense chunk costs more than cutting it.
     """
 
-    def __init__(self, spec: WindowSpec, *, t_start_us: int | None = None):
+    def __init__(self, spec: WindowSpec, *, t_start_us: int | None = None, copy: bool = True):
         if not isinstance(spec, WindowSpec):
             raise DataError(f"windows: expected a WindowSpec, got {type(spec).__name__}")
-        self.spec = spec
+        self.spec, self.copy = spec, bool(copy)
         self._origin = None if t_start_us is None else int(t_start_us)
         self._buffer = _EMPTY  # events not yet behind every future window
         self._next = 0  # duration: index k of the next window
@@ -233,6 +236,10 @@ class WindowCutter:
         events = self._buffer[lo:hi] if hi > lo else _EMPTY
         return Window(_read_only(events), start, end)
 
+    def _own(self, kept: Events) -> Events:
+        """What is kept for later windows: a copy (a reader may reuse its chunk) unless told not to."""
+        return kept.copy() if self.copy else kept
+
     def _cut_duration(self) -> Iterator[Window]:
         stride, size = self.spec.stride, self.spec.size
         while True:  # a window is complete once an event at or after its end has arrived
@@ -244,7 +251,7 @@ class WindowCutter:
             yield window
         next_start = self._origin + self._next * stride
         keep = int(np.searchsorted(self._buffer["t"], next_start, side="left"))
-        self._buffer = self._buffer[keep:].copy()  # own what is kept: a reader may reuse its chunk
+        self._buffer = self._own(self._buffer[keep:])
 
     def _cut_count(self) -> Iterator[Window]:
         size, stride = self.spec.size, self.spec.stride
@@ -254,7 +261,7 @@ class WindowCutter:
             self._emitted_to = self._buffer_start + offset + size
             offset += stride
             yield Window(_read_only(events), int(events["t"][0]), int(events["t"][-1]) + 1)
-        self._buffer = self._buffer[offset:].copy()  # own what is kept: a reader may reuse its chunk
+        self._buffer = self._own(self._buffer[offset:])
         self._buffer_start += offset
 
 

@@ -18,7 +18,9 @@ from perception.streaming.sources import Observation
 
 
 class Preprocessor:
-    """Callable: ``Observation -> (tensor (1, C, H, W) float32, display image (H', W', 3) uint8)``."""
+    """Callable: ``Observation -> (tensor (1, C, H, W) float32, display)``, where ``display()`` makes
+    the (H', W', 3) uint8 picture for sinks that show one (drawing a dense window's events costs more
+    than the model step, so it is only done on demand)."""
 
     def __init__(self, preprocessing: dict[str, Any], sensor_size: tuple[int, int] | None = None) -> None:
         self.modality = preprocessing["modality"]
@@ -29,13 +31,14 @@ class Preprocessor:
             self.frame_size = tuple(int(v) for v in preprocessing["frame_size"])
             self.representation = create_representation(**preprocessing["representation"])
             self.sensor_size = tuple(sensor_size) if sensor_size is not None else self.frame_size
+            self._scratch = None
 
-    def __call__(self, obs: Observation) -> tuple[torch.Tensor, np.ndarray]:
+    def __call__(self, obs: Observation):
         if obs.kind == "frame":
             return self._frame(obs.data)
         return self._events(obs)
 
-    def _frame(self, frame: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+    def _frame(self, frame: np.ndarray):
         if frame.ndim not in (2, 3):
             raise PerceptionError(f"frame: expected (H, W) or (H, W, 3) pixels, got shape {frame.shape}")
         resized = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA) if frame.shape[1::-1] != self.size else frame
@@ -44,23 +47,32 @@ class Preprocessor:
         else:
             pixels = np.repeat(resized[None], 3, 0) if resized.ndim == 2 else resized.transpose(2, 0, 1)
         x = torch.from_numpy(np.ascontiguousarray(pixels)).float().div_(255.0).unsqueeze(0)
-        display = frame if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
-        return x, display
+        return x, lambda: frame if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
 
-    def _events(self, obs: Observation) -> tuple[torch.Tensor, np.ndarray]:
+    def _events(self, obs: Observation):
         events = obs.data
         width, height = self.frame_size
         if self.sensor_size != self.frame_size and len(events):
-            events = events.copy()
-            events["x"] = events["x"].astype(np.int64) * width // self.sensor_size[0]
-            events["y"] = events["y"].astype(np.int64) * height // self.sensor_size[1]
+            events = self._rescaled(events, width, height)
         t_start = int(round(obs.t_start * 1e6)) if obs.t_start is not None else None
         t_end = int(round(obs.t * 1e6))
         if t_start is not None and len(events):  # merged live windows: the range covers them all
             t_start = min(t_start, int(events["t"][0]))
             t_end = max(t_end, int(events["t"][-1]))
         grid = self.representation(events, (width, height), t_start=t_start, t_end=t_end)
-        return torch.from_numpy(grid).unsqueeze(0), event_image(events, width, height)
+        return torch.from_numpy(grid).unsqueeze(0), lambda: event_image(events, width, height)
+
+    def _rescaled(self, events, width: int, height: int):
+        """Events with coordinates mapped onto the frame (x * W' // W), in a buffer reused from step to
+        step: a fresh array per dense window costs more in page faults than the mapping itself."""
+        if self._scratch is None or len(self._scratch) < len(events):
+            grown = 0 if self._scratch is None else 2 * len(self._scratch)
+            self._scratch = np.empty(max(len(events), grown), dtype=events.dtype)
+        out = self._scratch[: len(events)]
+        np.floor_divide(events["x"].astype(np.uint32) * width, self.sensor_size[0], out=out["x"], casting="unsafe")
+        np.floor_divide(events["y"].astype(np.uint32) * height, self.sensor_size[1], out=out["y"], casting="unsafe")
+        out["t"], out["p"] = events["t"], events["p"]
+        return out
 
 
 def event_image(events, width: int, height: int) -> np.ndarray:

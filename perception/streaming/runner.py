@@ -7,7 +7,7 @@ event window's duration, or the model's time scale for frames (the nominal perio
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,8 +30,12 @@ class StepResult:
     probs: np.ndarray          # (K,)
     skipped: int
     latency_ms: float          # preprocessing + model, this step
-    image: np.ndarray          # (H, W, 3) uint8
+    display: Callable[[], np.ndarray]  # makes the (H, W, 3) uint8 picture of the observation
     n_events: int | None = None
+
+    @property
+    def image(self) -> np.ndarray:
+        return self.display()
 
     def record(self, classes: list[str]) -> dict:
         """The JSON-lines record of this step."""
@@ -84,7 +88,7 @@ class StreamRunner:
         return self.nominal_dt
 
     def inputs(self, realtime: bool = False, max_steps: int | None = None):
-        """(observation, x (1, C, H, W), display image, dt seconds) per step, in stream order."""
+        """(observation, x (1, C, H, W), display() -> image, dt seconds) per step, in stream order."""
         wall_start = time.perf_counter()
         for index, obs in enumerate(self.source):
             if max_steps is not None and index >= max_steps:

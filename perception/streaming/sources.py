@@ -81,7 +81,7 @@ def _frames(pairs) -> Iterator[Observation]:
 
 
 def _windows(chunks, spec: WindowSpec) -> Iterator[Observation]:
-    cutter = WindowCutter(spec)
+    cutter = WindowCutter(spec, copy=False)  # our chunks are new arrays, never reused
     for chunk in chunks:
         for window in cutter.push(chunk):
             yield Observation(window.t_end_us * 1e-6, "events", window.events, window.t_start_us * 1e-6)
@@ -155,7 +155,9 @@ def open_source(spec: str, preprocessing: dict[str, Any]) -> Source:
             size = tuple(preprocessing["frame_size"])
             return Source(spec, "events", False, _windows(_simulated(iter_video(path), size), spec_window), size)
         _expect(modality, "frames", spec)
-        return Source(spec, "frame", False, _frames(iter_video(path)))
+        size = tuple(int(v) for v in preprocessing["size"])
+        # The decoder scales and converts in one pass, as the video-folder dataset reads its clips.
+        return Source(spec, "frame", False, _frames(iter_video(path, size=size, grey=bool(preprocessing.get("grey")))))
     _expect(modality, "events", spec)
     size = stated_sensor_size(path) or probe_events(path).sensor_size  # probing decodes the whole file
     return Source(spec, "events", False, _windows(iter_events(path), spec_window), tuple(size))

@@ -210,3 +210,18 @@ def test_real_recording_windows(shared_data):
     windows = list(slice_windows(events, WindowSpec.duration(1_000)))
     assert len(windows) == 51  # the last events sit exactly 50,000 us after the first
     assert set(windows[-1].events["t"].tolist()) == {int(events["t"][0]) + 50_000}
+
+
+def test_copy_false_gives_the_same_windows_without_copying():
+    rng = np.random.default_rng(3)
+    events = make_events(rng.integers(0, 10, 5000), rng.integers(0, 10, 5000),
+                         np.sort(rng.integers(0, 1_000_000, 5000)), rng.integers(0, 2, 5000))
+    spec = WindowSpec("duration", 30_000, 10_000)
+    chunks = [events[i : i + 777] for i in range(0, len(events), 777)]
+    copied = list(iter_windows(chunks, spec))
+    cutter = WindowCutter(spec, copy=False)
+    shared = [w for c in chunks for w in cutter.push(c)] + cutter.finish()
+    assert [(w.t_start_us, w.t_end_us) for w in shared] == [(w.t_start_us, w.t_end_us) for w in copied]
+    for a, b in zip(shared, copied):
+        np.testing.assert_array_equal(a.events, b.events)
+    assert any(np.shares_memory(w.events, events) for w in shared)  # views, not copies
