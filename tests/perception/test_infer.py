@@ -194,3 +194,51 @@ def test_a_live_event_source_merges_windows_and_loses_no_event():
         time.sleep(0.02)
     assert sum(len(o.data) for o in seen) == 40 * 3
     assert any(o.skipped for o in seen) and seen[-1].t == pytest.approx(40 * 0.002)
+
+
+class _Camera:
+    """A stand-in for cv2.VideoCapture: ``frames`` BGR frames, delivered ``period`` seconds apart."""
+
+    def __init__(self, frames, period=0.01):
+        self.frames, self.period, self.released = list(frames), period, False
+
+    def isOpened(self):
+        return True
+
+    def set(self, prop, value):
+        return True
+
+    def grab(self):
+        time.sleep(self.period)
+        return bool(self.frames)
+
+    def retrieve(self):
+        return True, self.frames.pop(0)
+
+    def release(self):
+        self.released = True
+
+
+@pytest.mark.parametrize("spec, modality", [("webcam:0", "frames"), ("sim:webcam:0", "events")])
+def test_webcam_sources_headless(tmp_path, monkeypatch, spec, modality):
+    from data import video
+
+    frames = []
+    for i in range(40):
+        image = np.full((48, 64, 3), 50, np.uint8)
+        image[:, (3 * i) % 58 : (3 * i) % 58 + 6] = 220
+        frames.append(image)
+    cameras = []
+    monkeypatch.setattr(video.cv2, "VideoCapture", lambda index: cameras.append(_Camera(frames)) or cameras[-1])
+    out = tmp_path / "cam.jsonl"
+    assert main(["infer", spec, "--checkpoint", str(_checkpoint(tmp_path, modality)), "--headless",
+                 "--jsonl", str(out), "--quiet"]) == 0
+    lines = _lines(out)
+    times = np.asarray([r["t"] for r in lines])
+    assert len(lines) >= 2 and (np.diff(times) > 0).all() and times[-1] < 5
+    np.testing.assert_allclose([r["dt"] for r in lines[1:]], np.diff(times), atol=1e-6)
+    if modality == "frames":  # every frame is either processed or counted as skipped
+        assert len(lines) + sum(r["skipped"] for r in lines) == 40
+    else:
+        assert sum(r["events"] for r in lines) > 0
+    assert cameras and cameras[0].released  # the camera is released at the end of the stream
