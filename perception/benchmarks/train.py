@@ -28,6 +28,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the run writes runs/ (default: a temporary folder, removed afterwards)")
 
 
+class _Output:
+    def __init__(self, text: str, returncode: int) -> None:
+        self.text, self.returncode = text, returncode
+
+
+def _run_showing(command: list[str], cwd: Path, env: dict) -> _Output:
+    """Run ``command``, passing its output (progress bar included) through as it comes, and keep it."""
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE)
+    kept = bytearray()
+    while chunk := os.read(process.stdout.fileno(), 4096):
+        kept += chunk
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.flush()
+    return _Output(kept.decode(errors="replace"), process.wait())
+
+
 def run(args: argparse.Namespace) -> dict:
     from perception.errors import PerceptionError
 
@@ -41,13 +57,12 @@ def run(args: argparse.Namespace) -> dict:
         workdir.mkdir(parents=True, exist_ok=True)
         print(f"running: {' '.join(command[2:])} (in {workdir}); its output follows", flush=True)
         start = time.perf_counter()
-        done = subprocess.run(command, cwd=workdir, env=env, stdout=subprocess.PIPE, text=True)
+        output = _run_showing(command, workdir, env)
         seconds = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(done.stdout, end="")
-    if done.returncode != 0:
-        raise PerceptionError(f"perception train exited with status {done.returncode}")
-    found = re.search(r"^test/acc: ([0-9.]+)$", done.stdout, re.MULTILINE)
+    if output.returncode != 0:
+        raise PerceptionError(f"perception train exited with status {output.returncode}")
+    found = re.search(r"^test/acc: ([0-9.]+)$", output.text, re.MULTILINE)
     if found is None:
         raise PerceptionError("perception train printed no test/acc line")
     accuracy = float(found.group(1))
