@@ -47,6 +47,28 @@ class StepResult:
         return out
 
 
+class Reservoir:
+    """A uniform sample of at most ``size`` values from a stream of any length (Vitter's algorithm R):
+    latency percentiles of a stream of days take the same memory as those of a minute."""
+
+    def __init__(self, size: int = 10_000, seed: int = 0) -> None:
+        self.values = np.empty(size)
+        self.seen = 0
+        self.rng = np.random.default_rng(seed)
+
+    def add(self, value: float) -> None:
+        if self.seen < len(self.values):
+            self.values[self.seen] = value
+        else:
+            slot = int(self.rng.integers(0, self.seen + 1))
+            if slot < len(self.values):
+                self.values[slot] = value
+        self.seen += 1
+
+    def sample(self) -> np.ndarray:
+        return self.values[: min(self.seen, len(self.values))]
+
+
 class StreamRunner:
     """Runs a loaded checkpoint over a source; iterate ``run()`` for StepResults."""
 
@@ -55,7 +77,7 @@ class StreamRunner:
         self.preprocess = Preprocessor(checkpoint.preprocessing, source.sensor_size)
         self.source, self.device = source, device
         self.nominal_dt = float(self.model.time_scale)
-        self.latencies: list[float] = []
+        self.latencies = Reservoir()
         self.observed = 0        # observations processed (frames or windows)
         self.events = 0          # events processed (event sources)
         self.skipped = 0
@@ -114,7 +136,7 @@ class StreamRunner:
             probs = torch.softmax(logits[0].float(), 0).cpu().numpy()
             latency = (time.perf_counter() - self._started) * 1e3
             k = int(probs.argmax())
-            self.latencies.append(latency)
+            self.latencies.add(latency)
             self.observed += 1
             self.skipped += obs.skipped
             n_events = len(obs.data) if obs.kind == "events" else None
@@ -123,7 +145,7 @@ class StreamRunner:
                              probs, obs.skipped, latency, image, n_events)
 
     def summary(self, wall_seconds: float) -> dict:
-        lat = np.asarray(self.latencies) if self.latencies else np.zeros(1)
+        lat = self.latencies.sample() if self.latencies.seen else np.zeros(1)
         span = (self.last_t - self.first_t) if self.first_t is not None and self.last_t is not None else 0.0
         out = {"steps": self.observed, "skipped": self.skipped, "wall_s": wall_seconds, "stream_s": span,
                "steps_per_s": self.observed / wall_seconds if wall_seconds > 0 else float("nan"),

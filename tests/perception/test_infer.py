@@ -242,3 +242,33 @@ def test_webcam_sources_headless(tmp_path, monkeypatch, spec, modality):
     else:
         assert sum(r["events"] for r in lines) > 0
     assert cameras and cameras[0].released  # the camera is released at the end of the stream
+
+
+def test_the_runner_memory_stays_flat_over_a_long_stream(tmp_path):
+    from perception.checkpoint import load_checkpoint
+    from perception.evaluation.measure import rss_bytes
+    from perception.streaming.runner import StreamRunner
+
+    loaded = load_checkpoint(_checkpoint(tmp_path, "frames"))
+    frame = np.full((32, 32), 128, np.uint8)
+    source = Source("long", "frame", False, (Observation(i * 0.05, "frame", frame) for i in range(6000)))
+    runner = StreamRunner(loaded, source)
+    rss = {}
+    for result in runner.run():
+        if result.index in (1000, 5999):
+            rss[result.index] = rss_bytes()
+    growth_mb = (rss[5999] - rss[1000]) / 2**20
+    assert runner.summary(1.0)["steps"] == 6000
+    print(f"runner RSS growth over steps 1000..5999: {growth_mb:.2f} MB")
+    assert growth_mb < 8, f"resident memory grew by {growth_mb:.1f} MB over 5000 steps"
+
+
+def test_reservoir_keeps_a_bounded_uniform_sample():
+    from perception.streaming.runner import Reservoir
+
+    reservoir = Reservoir(size=1000)
+    for value in range(100_000):
+        reservoir.add(float(value))
+    sample = reservoir.sample()
+    assert len(sample) == 1000 and reservoir.seen == 100_000
+    assert 40_000 < np.median(sample) < 60_000  # uniform over the whole stream, not its start
