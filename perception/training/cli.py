@@ -32,6 +32,29 @@ def list_configs() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
+def resolve_config_names(argv: list[str]) -> list[str]:
+    """``--config NAME`` (or ``-c NAME``, ``--config=NAME``) of a shipped config -> its path; a
+    file of that name in the working folder wins."""
+    shipped = set(list_configs())
+
+    def resolve(value: str) -> str:
+        return str(CONFIG_DIR / f"{value}.yaml") if value in shipped and not Path(value).exists() else value
+
+    out, take_next = [], False
+    for arg in argv:
+        if take_next:
+            out.append(resolve(arg))
+            take_next = False
+        elif arg in ("--config", "-c"):
+            out.append(arg)
+            take_next = True
+        elif arg.startswith("--config="):
+            out.append("--config=" + resolve(arg.split("=", 1)[1]))
+        else:
+            out.append(arg)
+    return out
+
+
 class OneLineArgumentParser(LightningArgumentParser):
     """Parse errors as one line on stderr with exit status 2 (DESIGN.md section 6), not a usage dump."""
 
@@ -101,7 +124,7 @@ def _share_version(loggers: list) -> None:
 def train(argv: list[str]) -> int:
     """Run ``perception train ARGV``; returns the exit status."""
     try:
-        cli = _build_cli(argv)
+        cli = _build_cli(resolve_config_names(list(argv)))
     except ValueError as exc:  # a bad value met while building the classes, wrapped by jsonargparse
         raise user_error_in(exc) from None
     return _run(cli)

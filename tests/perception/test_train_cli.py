@@ -82,3 +82,14 @@ def test_bad_option_is_one_line(in_tmp, capsys):
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no_such_option" in err
+
+
+def test_shipped_configs_by_name(in_tmp, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--config", "dvsgesture", "--print_config"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    assert "EventDataModule" in out and "dataset: dvsgesture" in out and "head: cfc" in out
+    with pytest.raises(SystemExit):
+        main(["train", "--config=video_folder", "--print_config"])
+    assert "VideoFolderDataModule" in capsys.readouterr().out
