@@ -28,7 +28,11 @@ from perception.errors import PerceptionError
 
 
 class InMemory(Dataset):
-    """Computes each item of ``dataset`` once and keeps it (the built-in dataset fits in memory)."""
+    """Computes each item (a dict with ``x``) of ``dataset`` once and keeps it, ``x`` as float16.
+
+    The built-in dataset's voxel grids are 2.75 GB in float32 for the default splits; float16 halves
+    that, and its rounding (a relative 5e-4 on normalised grids) is far below the sensor noise.
+    """
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
@@ -39,8 +43,11 @@ class InMemory(Dataset):
 
     def __getitem__(self, index: int):
         if self.items[index] is None:
-            self.items[index] = self.dataset[index]
-        return self.items[index]
+            item = dict(self.dataset[index])
+            item["x"] = item["x"].half()
+            self.items[index] = item
+        item = self.items[index]
+        return {**item, "x": item["x"].float()}
 
 
 class EpochShuffle(Sampler[int]):

@@ -101,3 +101,15 @@ def test_synthetic_datamodule_frames_and_events():
     frames.setup("fit")
     batch = next(iter(frames.train_dataloader()))
     assert batch["x"].shape == (8, 4, 1, 32, 32) and (batch["dt"] > 0).all()
+
+
+def test_in_memory_cache_is_float16_inside_and_float32_outside():
+    from perception.training.data import InMemory
+
+    events = SyntheticDataModule(modality="events", train_size=4, val_size=4, test_size=4, size=32, steps=3)
+    base = events.make_split("train").dataset
+    cached = InMemory(base)
+    first = cached[1]
+    assert first["x"].dtype == torch.float32 and cached.items[1]["x"].dtype == torch.float16
+    torch.testing.assert_close(first["x"], base[1]["x"], rtol=1e-3, atol=1e-3)
+    assert cached[1]["y"] == base[1]["y"] and torch.equal(cached[1]["t"], base[1]["t"])
