@@ -12,6 +12,7 @@ and refuses a first time later than ``ES_MAX_START_US``.
 """
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +30,67 @@ ES_MAX_START_US = 600_000_000  # 10 minutes: ~5 MB of time padding in the file
 ES_EVENT_TYPES = ("dvs", "atis")
 
 
+def _check_aedat4_layout(path: Path) -> None:
+    """Check the lengths faery will trust before it allocates from them; DataError when one lies.
+
+    faery 0.7.1 allocates (and zero-fills) buffers of the sizes the file states, the header's and
+    every packet's (up to 4 GiB each), before reading them, and parses the IOHeader flatbuffer
+    without verifying it. So a corrupt length or header offset costs gigabytes or aborts the
+    process. This walks the same path faery does: the header, then packet headers (track id, byte
+    length) up to the header's file_data_position (or the end of the file).
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as file:
+        start = file.read(18)  # "#!AER-DAT4.0\r\n" and the header length
+        if len(start) < 18:
+            raise DataError(f"{path}: truncated AEDAT 4 file: {size} bytes, no complete header")
+        (length,) = struct.unpack_from("<I", start, 14)
+        if 18 + length > size:
+            raise DataError(f"{path}: corrupt AEDAT 4 header: it states {length} bytes, the file has {size - 18}")
+        header = file.read(length)
+        data_position = _ioheader_data_position(path, header)
+        position = 18 + length
+        while not (data_position > -1 and position == data_position) and position + 8 <= size:
+            file.seek(position)
+            _, packet = struct.unpack("<II", file.read(8))
+            if position + 8 + packet > size:
+                raise DataError(
+                    f"{path}: truncated or corrupt AEDAT 4 file: the packet at byte {position} states "
+                    f"{packet} bytes, past the end of the file ({size} bytes)"
+                )
+            position += 8 + packet
+
+
+def _ioheader_data_position(path: Path, buffer: bytes) -> int:
+    """file_data_position from the IOHeader flatbuffer, every offset checked (faery checks none)."""
+
+    def read(fmt: str, at: int) -> int:
+        if at < 0 or at + struct.calcsize(fmt) > len(buffer):
+            raise DataError(f"{path}: corrupt AEDAT 4 header: an offset points outside it")
+        return struct.unpack_from(fmt, buffer, at)[0]
+
+    table = read("<I", 0)
+    vtable = table - read("<i", table)
+    vtable_size = read("<H", vtable)
+    read("<B", vtable + vtable_size - 1) if vtable_size else None
+
+    def field(index: int) -> int:  # the field's offset in the table, 0 when absent
+        return read("<H", vtable + 4 + 2 * index) if 4 + 2 * index + 2 <= vtable_size else 0
+
+    if field(0):
+        read("<i", table + field(0))  # compression
+    position = read("<q", table + field(1)) if field(1) else -1
+    if field(2):  # description: an offset to a length-prefixed string, which must be UTF-8
+        text = table + field(2) + read("<I", table + field(2))
+        length = read("<I", text)
+        read("<B", text + 4 + length - 1) if length else None
+        try:  # faery 0.7.1 aborts the process (a panic during cleanup) on invalid UTF-8 here
+            buffer[text + 4 : text + 4 + length].decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise DataError(f"{path}: corrupt AEDAT 4 header: the description is not UTF-8 ({error})") from None
+    return position
+
+
 @register_format(
     "aedat4", suffixes=(".aedat4", ".aedat"), sniff=lambda head: head.startswith(AEDAT4_MAGIC),
     description="AEDAT 4.0 (iniVation DV)",
@@ -40,6 +102,7 @@ class Aedat4Reader(EventReader):
         super().__init__(path)
         from faery.extension import aedat
 
+        _check_aedat4_layout(path)
         with aedat.Decoder(path) as decoder:
             tracks = decoder.tracks()
         events_tracks = [track for track in tracks if track.data_type == "events"]

@@ -67,9 +67,21 @@ class _NumpyReader(EventReader):
 
     what = "the array"
 
+    def _data_bytes(self, stream: BinaryIO) -> int:
+        """Bytes left in ``stream`` after the array header."""
+        raise NotImplementedError
+
     def _inspect(self) -> None:
         with self._open() as stream:
             self.dtype, self.count = _read_header(self.path, stream, self.what)
+            available = self._data_bytes(stream)
+        # Check before allocating: a corrupt shape in the header would otherwise make read_all
+        # allocate (and zero) count * itemsize bytes, gigabytes for a few flipped digits.
+        if self.count * self.dtype.itemsize > available:
+            raise DataError(
+                f"{self.path}: truncated {self.what}: the header says {self.count} events, "
+                f"the data ends inside event {available // max(self.dtype.itemsize, 1)}"
+            )
 
     def chunks(self, chunk_size: int) -> Iterator[Events]:
         with self._open() as stream:
@@ -83,7 +95,11 @@ class _NumpyReader(EventReader):
                         f"{self.path}: truncated {self.what}: the header says {self.count} events, "
                         f"the data ends inside event {start + got // self.dtype.itemsize}"
                     )
-                yield as_events(np.frombuffer(block, dtype=self.dtype), f"{self.path}")
+                events = as_events(np.frombuffer(block, dtype=self.dtype), f"{self.path}")
+                p = events["p"]
+                if ((p != 0) & (p != 1)).any():  # as_events passes canonical arrays through as they are
+                    events["p"] = p > 0  # its rule for other dtypes: > 0 is ON, anything else OFF
+                yield events
 
     def read_all(self) -> Events:
         return concat(list(self.chunks(max(self.count, 1))))  # one block: no concatenation copy
@@ -101,6 +117,9 @@ class NpyReader(_NumpyReader):
 
     def _open(self) -> contextlib.AbstractContextManager[BinaryIO]:
         return open(self.path, "rb")
+
+    def _data_bytes(self, stream: BinaryIO) -> int:
+        return self.path.stat().st_size - stream.tell()
 
 
 @register_format("npz", suffixes=(".npz",), description="numpy .npz with events and sensor_size")
@@ -130,6 +149,10 @@ class NpzReader(_NumpyReader):
     def _open(self) -> Iterator[BinaryIO]:
         with zipfile.ZipFile(self.path) as archive, archive.open(EVENTS_MEMBER) as stream:
             yield stream  # type: ignore[misc]
+
+    def _data_bytes(self, stream: BinaryIO) -> int:
+        with zipfile.ZipFile(self.path) as archive:
+            return archive.getinfo(EVENTS_MEMBER).file_size - stream.tell()
 
 
 @register_writer("npz")

@@ -90,6 +90,8 @@ def _open(
         reader = spec.reader(path)
     declared = reader.declared_size
     if declared is not None:
+        # A corrupt header can state a 0 x 48 or a 100000 x 48 sensor: refuse what no event fits.
+        declared = parse_sensor_size(declared, f"{path}: the sensor size the file states")
         if requested is not None and tuple(requested) != tuple(declared):
             raise DataError(
                 f"{path}: the file states a {declared[0]} x {declared[1]} sensor but sensor_size="
