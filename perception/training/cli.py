@@ -173,6 +173,15 @@ def _run(cli: PerceptionCLI) -> int:
     return 0
 
 
+def checkpoint_modality(path: str) -> str | None:
+    from perception.checkpoint import read_checkpoint
+
+    try:
+        return read_checkpoint(path)["perception"]["preprocessing"].get("modality")
+    except (PerceptionError, KeyError, TypeError):
+        return None
+
+
 def _report(results: dict, checkpoint: str, log_dir: str | None) -> None:
     out = sys.stdout
     for key in ("test/acc", "test/loss"):
@@ -182,4 +191,7 @@ def _report(results: dict, checkpoint: str, log_dir: str | None) -> None:
         print(f"logs: {log_dir} (metrics.csv; tensorboard --logdir {log_dir})", file=out)
     if checkpoint:
         print(f"checkpoint: {checkpoint}", file=out)
-        print(f"next: perception evaluate --checkpoints {checkpoint}   (compare it with other heads)", file=out)
+        source = "sim:webcam:0" if checkpoint_modality(checkpoint) == "events" else "webcam:0"
+        print(f"next: perception infer {source} --checkpoint {checkpoint}   (run it live; or pass a recording)",
+              file=out)
+        print(f"      perception evaluate --checkpoints {checkpoint}   (compare it with other heads)", file=out)
