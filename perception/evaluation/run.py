@@ -185,9 +185,9 @@ def run(args: argparse.Namespace) -> dict:
                "latency_us": step_latency_us(model, frame_shape)}
         row.update(_measure(model, sets, conditions, pair_of))
         rows.append(row)
-        tqdm.write(f"{head:>8} seed {row['seed']}: acc {100 * row['acc']:.1f}%  "
+        tqdm.write(f"{head:>8} seed {row['seed'] if seed is not None else '-'}: acc {100 * row['acc']:.1f}%  "
                    f"({', '.join(f'{k} {100 * row[k]:.0f}%' for k in ('appearance', 'order', 'speed'))}), "
-                   f"train {train_s:.0f} s, step {row['latency_us']:.0f} us")
+                   f"train {'n/a' if train_s != train_s else f'{train_s:.0f} s'}, step {row['latency_us']:.0f} us")
     keys = ["acc", *(c.name for c in conditions), "appearance", "order", "speed", "params", "train_s",
             "latency_us", "peak_mb"]
     summary = summarise(rows, keys)
