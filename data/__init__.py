@@ -67,6 +67,7 @@ from data.event_datasets import (
     get_event_dataset,
     list_event_datasets,
     register_event_dataset,
+    rescale_events,
 )
 
 import types as _types  # noqa: E402

@@ -392,17 +392,25 @@ def _frame_size(native: SensorSize, downsample: int, size) -> SensorSize:
     return math.ceil(native[0] / downsample), math.ceil(native[1] / downsample)
 
 
-def _rescale(events: Events, native: SensorSize, frame: SensorSize, downsample: int) -> Events:
-    """Map coordinates from the sensor to the (smaller) frame: x // k, or x * W' // W for a size."""
-    if frame == native:
+def rescale_events(events: Events, native: SensorSize, frame: SensorSize, downsample: int = 1,
+                   out: Events | None = None) -> Events:
+    """Map coordinates from the sensor to the (smaller) frame: x // k, or x * W' // W for a size.
+
+    Training (``EventClipDataset``) and streaming both call this, so a model sees the same pixels in
+    both. ``out``: an event array of at least N events to write into (a buffer reused from window to
+    window spares a fresh allocation per dense window); default a new array. ``events`` is returned
+    unchanged when the frame is the sensor.
+    """
+    if tuple(frame) == tuple(native):
         return events
-    out = events.copy()
+    out = np.empty_like(events) if out is None else out[: len(events)]
     if downsample > 1:
-        out["x"] //= downsample
-        out["y"] //= downsample
-    else:
-        out["x"] = events["x"].astype(np.int64) * frame[0] // native[0]
-        out["y"] = events["y"].astype(np.int64) * frame[1] // native[1]
+        np.floor_divide(events["x"], downsample, out=out["x"])
+        np.floor_divide(events["y"], downsample, out=out["y"])
+    else:  # uint32 holds 65535 * 65535
+        np.floor_divide(events["x"].astype(np.uint32) * frame[0], native[0], out=out["x"], casting="unsafe")
+        np.floor_divide(events["y"].astype(np.uint32) * frame[1], native[1], out=out["y"], casting="unsafe")
+    out["t"], out["p"] = events["t"], events["p"]
     return out
 
 
@@ -584,7 +592,7 @@ class EventClipDataset(Dataset):
             if events.size == 0:
                 raise DataError(f"{path}: no events left after the transform")
             origin = min(origin, int(events["t"][0]))  # time jitter may move events before the start
-        events = _rescale(events, self.sensor_size, self.frame_size, self.downsample)
+        events = rescale_events(events, self.sensor_size, self.frame_size, self.downsample)
         windows = islice(slice_windows(events, self.window, t_start_us=origin), self.max_steps)
         frames, ends = [], []
         for w in windows:

@@ -1,7 +1,8 @@
 """Observation -> model input, with the same code and options as training (the checkpoint's preprocessing).
 
 Frames: resized to the training size (W, H), grey when trained grey, scaled to [0, 1] -> (1, C, H, W).
-Events: coordinates mapped from the sensor onto the training frame size, then the checkpoint's
+Events: coordinates mapped from the sensor onto the training frame size (``data.rescale_events``, as
+the training data did, downsampling included), then the checkpoint's
 representation over the window's own time range -> (1, C, H, W).
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ import cv2
 import numpy as np
 import torch
 
-from data import create_representation
+from data import create_representation, rescale_events
 from perception.errors import PerceptionError
 from perception.streaming.sources import Observation
 
@@ -31,6 +32,9 @@ class Preprocessor:
             self.frame_size = tuple(int(v) for v in preprocessing["frame_size"])
             self.representation = create_representation(**preprocessing["representation"])
             self.sensor_size = tuple(sensor_size) if sensor_size is not None else self.frame_size
+            # The training data's mapping; a source with another sensor is scaled by size instead.
+            trained_on = tuple(preprocessing.get("sensor_size", self.sensor_size))
+            self.downsample = int(preprocessing.get("downsample", 1)) if trained_on == self.sensor_size else 1
             self._scratch = None
 
     def __call__(self, obs: Observation):
@@ -53,7 +57,12 @@ class Preprocessor:
         events = obs.data
         width, height = self.frame_size
         if self.sensor_size != self.frame_size and len(events):
-            events = self._rescaled(events, width, height)
+            if self._scratch is None or len(self._scratch) < len(events):
+                # reused from step to step: a fresh array per dense window costs more in page faults
+                # than the mapping itself
+                grown = 0 if self._scratch is None else 2 * len(self._scratch)
+                self._scratch = np.empty(max(len(events), grown), dtype=events.dtype)
+            events = rescale_events(events, self.sensor_size, self.frame_size, self.downsample, out=self._scratch)
         t_start = int(round(obs.t_start * 1e6)) if obs.t_start is not None else None
         t_end = int(round(obs.t * 1e6))
         if t_start is not None and len(events):  # merged live windows: the range covers them all
@@ -61,18 +70,6 @@ class Preprocessor:
             t_end = max(t_end, int(events["t"][-1]))
         grid = self.representation(events, (width, height), t_start=t_start, t_end=t_end)
         return torch.from_numpy(grid).unsqueeze(0), lambda: event_image(events, width, height)
-
-    def _rescaled(self, events, width: int, height: int):
-        """Events with coordinates mapped onto the frame (x * W' // W), in a buffer reused from step to
-        step: a fresh array per dense window costs more in page faults than the mapping itself."""
-        if self._scratch is None or len(self._scratch) < len(events):
-            grown = 0 if self._scratch is None else 2 * len(self._scratch)
-            self._scratch = np.empty(max(len(events), grown), dtype=events.dtype)
-        out = self._scratch[: len(events)]
-        np.floor_divide(events["x"].astype(np.uint32) * width, self.sensor_size[0], out=out["x"], casting="unsafe")
-        np.floor_divide(events["y"].astype(np.uint32) * height, self.sensor_size[1], out=out["y"], casting="unsafe")
-        out["t"], out["p"] = events["t"], events["p"]
-        return out
 
 
 def event_image(events, width: int, height: int) -> np.ndarray:

@@ -335,6 +335,7 @@ class EventDataModule(FolderDataModule):
             "modality": "events",
             "sensor_size": list(self.probe.sensor_size),
             "frame_size": [width, height],
+            "downsample": self.probe.downsample,
             "representation": self.representation.to_config(),
             "window": {"mode": self.window.mode, "size": self.window.size, "overlap": self.window.overlap},
         }

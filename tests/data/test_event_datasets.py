@@ -451,3 +451,20 @@ def test_bad_recordings_are_data_errors_naming_the_file(tmp_path, shared_data):
 def test_registry_refuses_duplicate_names():
     with pytest.raises(ValueError, match="already registered"):
         register_event_dataset("nmnist")(type("Other", (EventDatasetSource,), {}))
+
+
+def test_rescale_events_into_a_reused_buffer():
+    from data.event_datasets import rescale_events
+    from data.events import make_events
+
+    rng = np.random.default_rng(5)
+    events = make_events(rng.integers(0, 346, 300), rng.integers(0, 260, 300), np.sort(rng.integers(0, 10**6, 300)),
+                         rng.integers(0, 2, 300))
+    fresh = rescale_events(events, (346, 260), (64, 48))
+    buffer = np.empty(1000, dtype=events.dtype)
+    reused = rescale_events(events, (346, 260), (64, 48), out=buffer)
+    np.testing.assert_array_equal(reused, fresh)
+    assert np.shares_memory(reused, buffer) and len(reused) == 300
+    np.testing.assert_array_equal(fresh["x"], events["x"].astype(np.int64) * 64 // 346)
+    assert rescale_events(events, (346, 260), (346, 260)) is events
+

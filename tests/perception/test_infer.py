@@ -272,3 +272,21 @@ def test_reservoir_keeps_a_bounded_uniform_sample():
     sample = reservoir.sample()
     assert len(sample) == 1000 and reservoir.seen == 100_000
     assert 40_000 < np.median(sample) < 60_000  # uniform over the whole stream, not its start
+
+
+def test_streaming_maps_event_coordinates_as_the_training_data_did():
+    from data import make_events, rescale_events, to_voxel_grid
+    from perception.streaming.preprocess import Preprocessor
+
+    # 100 px downsampled by 3 -> 34 px: x // 3 and x * 34 // 100 differ (x = 50: 16 against 17)
+    pre = {"modality": "events", "sensor_size": [100, 100], "frame_size": [34, 34], "downsample": 3,
+           "representation": {"name": "voxel_grid", "bins": 2, "polarity": "signed"},
+           "window": {"mode": "duration", "size": 1000, "overlap": 0}}
+    rng = np.random.default_rng(0)
+    events = make_events(rng.integers(0, 100, 500), rng.integers(0, 100, 500), np.sort(rng.integers(0, 1000, 500)),
+                         rng.integers(0, 2, 500))
+    x, _ = Preprocessor(pre, (100, 100))(Observation(1e-3, "events", events, 0.0))
+    trained = rescale_events(events, (100, 100), (34, 34), 3)
+    np.testing.assert_array_equal(trained["x"], events["x"] // 3)
+    expected = to_voxel_grid(trained, (34, 34), 2, t_start=0, t_end=1000)
+    np.testing.assert_array_equal(x[0].numpy(), expected)
