@@ -33,9 +33,10 @@ def _leaves(state) -> list[Tensor]:
 class StepGraph(nn.Module):
     """model.step with the state as a flat list of tensors: (x, dt, *state) -> (logits, *state)."""
 
-    def __init__(self, model: nn.Module, tuple_state: bool) -> None:
+    def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.model, self.tuple_state = model, tuple_state
+        self.model = model
+        self.tuple_state = isinstance(model.init_state(1), tuple)
 
     def forward(self, x: Tensor, dt: Tensor, *state: Tensor):
         logits, new = self.model.step(x, dt, tuple(state) if self.tuple_state else state[0])
@@ -56,8 +57,7 @@ def export(loaded: LoadedCheckpoint, path: Path, fmt: str) -> Path:
     """Write the step graph of ``loaded`` to ``path`` (atomically), plus ``<path>.json`` with its config."""
     model = loaded.model.eval()
     inputs = example_inputs(loaded)
-    state = model.init_state(1)
-    graph = StepGraph(model, isinstance(state, tuple)).eval()
+    graph = StepGraph(model).eval()
     n_state = len(inputs) - 2
     names_in = ["x", "dt", *(f"state_{i}" for i in range(n_state))]
     names_out = ["logits", *(f"new_state_{i}" for i in range(n_state))]

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     sinks = []
     try:
         if args.jsonl is not None:
-            sinks.append(JsonlSink(args.jsonl, checkpoint.classes))
+            sinks.append(JsonlSink(args.jsonl))
         if args.output is not None:
             sinks.append(VideoSink(args.output, checkpoint.classes))
         if args.show or (not args.headless and display_available()):

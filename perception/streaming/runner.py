@@ -37,7 +37,7 @@ class StepResult:
     def image(self) -> np.ndarray:
         return self.display()
 
-    def record(self, classes: list[str]) -> dict:
+    def record(self) -> dict:
         """The JSON-lines record of this step."""
         out = {"step": self.index, "t": round(self.t, 6), "dt": round(self.dt, 6), "label": self.label,
                "score": round(self.score, 6), "probs": [round(float(p), 6) for p in self.probs],

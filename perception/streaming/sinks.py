@@ -37,13 +37,13 @@ def _temporary(path: Path) -> Path:
 class JsonlSink:
     """One JSON object per step: t, dt, label, score, probs, skipped, latency_ms (and events)."""
 
-    def __init__(self, path: Path, classes: list[str]) -> None:
-        self.path, self.classes = Path(path), classes
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
         self.tmp = _temporary(self.path)
         self.file = self.tmp.open("w")
 
     def write(self, result: StepResult) -> None:
-        self.file.write(json.dumps(result.record(self.classes)) + "\n")
+        self.file.write(json.dumps(result.record()) + "\n")
 
     def close(self) -> None:
         self.file.close()

@@ -23,7 +23,7 @@ from data import (
     list_event_datasets,
 )
 from data.collate import clip_dt
-from data.synthetic import DEFAULT_SIZES, SyntheticConfig, SyntheticMotionDataset, class_names
+from data.synthetic import DEFAULT_SIZES, SyntheticConfig, SyntheticMotionDataset, class_names, pair_kinds
 from perception.errors import PerceptionError
 
 
@@ -208,8 +208,6 @@ class SyntheticDataModule(ClipDataModule):
 
     def pair_kinds(self) -> dict[str, str]:
         """class name -> the kind of pair it belongs to (appearance, order, speed)."""
-        from data.synthetic import pair_kinds
-
         return pair_kinds(self.config)
 
     @property

@@ -262,20 +262,6 @@ MAGIC = {
 }
 
 
-@pytest.mark.parametrize("suffix", SUFFIXES)
-def test_random_bytes(tmp_path_factory: pytest.TempPathFactory, suffix: str) -> None:
-    folder = tmp_path_factory.mktemp("fuzz")
-
-    @settings(FUZZ, max_examples=25)
-    @given(st.binary(min_size=1, max_size=4096))
-    def case(body: bytes) -> None:
-        path = folder / f"random{suffix}"
-        path.write_bytes(body)
-        check_event_file(path)
-
-    case()
-
-
 @pytest.mark.parametrize("kind", sorted(MAGIC))
 def test_magic_then_random_bytes(tmp_path_factory: pytest.TempPathFactory, kind: str) -> None:
     folder = tmp_path_factory.mktemp("fuzz")
@@ -328,16 +314,22 @@ def test_mutated_video(shared_data: Path, tmp_path_factory: pytest.TempPathFacto
     case()
 
 
-@pytest.mark.parametrize("suffix", [".mp4", ".avi"])
-def test_random_bytes_video(tmp_path_factory: pytest.TempPathFactory, suffix: str) -> None:
+# --- random bytes under every suffix (the event readers' and the video reader's) --------------------------
+
+
+@pytest.mark.parametrize(
+    "suffix, check, examples",
+    [(suffix, check_event_file, 25) for suffix in SUFFIXES] + [(s, check_video_file, 15) for s in (".mp4", ".avi")],
+)
+def test_random_bytes(tmp_path_factory: pytest.TempPathFactory, suffix: str, check, examples: int) -> None:
     folder = tmp_path_factory.mktemp("fuzz")
 
-    @settings(FUZZ, max_examples=15)
+    @settings(FUZZ, max_examples=examples)
     @given(st.binary(min_size=1, max_size=4096))
     def case(body: bytes) -> None:
         path = folder / f"random{suffix}"
         path.write_bytes(body)
-        check_video_file(path)
+        check(path)
 
     case()
 
