@@ -21,7 +21,11 @@ Parameters. gleak, cm, w and sensory_w must be positive: they are stored before 
 Every synapse the wiring leaves out is multiplied by a 0/1 buffer, so it stays exactly zero and its
 weight, sigma, mu and E get zero gradient. E starts at the wiring's polarity signs.
 
-Speed (``forward``; ``step`` calls it). The sensory synapses of all steps are computed before the
+Speed (``forward``; ``step`` calls it). float32 work on the CPU runs through the compiled kernels of
+heads/_ltc_kernels.py (numba): the whole sequence in one forward and one backward call, each synapse
+activation made in registers and summed at once, never stored. Everything else (float64, CUDA, graph
+export, or with ``use_compiled = False``) takes the torch path below, which the tests hold the
+compiled one to. Torch path: the sensory synapses of all steps are computed before the
 step loop, in cache-sized blocks. In the loop, the activations of all synapses form one tensor
 (N_dest, B, N_src) (the source innermost, so that every elementwise operand is contiguous there),
 and a single ``baddbmm`` against the stacked weights [W * E; W] (N_dest, 2, N_src) gives both sums
@@ -40,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from heads import _ltc_kernels
 from heads._registry import HeadError, register_head
 from heads.base import TemporalHead
 from heads.interop import register_ncps_converter
@@ -65,6 +70,9 @@ _SOFTPLUS_FLOOR = 1e-30
 # the memory of long streams without grad. The sensory activations are made in blocks of about
 # _SENSORY_BLOCK elements (N, rows, D), small enough to stay in cache; larger blocks were slower.
 _CHUNK_ELEMENTS = 1 << 22
+# float32 CPU work runs through the compiled kernels of heads/_ltc_kernels.py when numba is there;
+# False sends it through the torch path (the tests compare the two).
+use_compiled = True
 _SENSORY_BLOCK = 1 << 18
 
 
@@ -386,6 +394,8 @@ class LTC(TemporalHead):
             # state is carried unchanged without a select per step, whatever the padding holds.
             x = torch.where(mask.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype, device=x.device))
             dt = torch.where(mask, dt, torch.zeros((), dtype=dt.dtype, device=dt.device))
+        if self._use_compiled(x):
+            return self._forward_compiled(x, dt, state, mask)
         p = self._derived()
         steps = x.shape[1]
         h_all = (dt.clamp_min(0.0) / self.ode_unfolds).t().unsqueeze(-1)  # (T, B, 1)
@@ -407,23 +417,53 @@ class LTC(TemporalHead):
             y = y * mask.unsqueeze(-1).to(y.dtype)
         return y, state
 
-    # -- the fast path ---------------------------------------------------------------------------
+    # -- the compiled path (float32 on the CPU) ---------------------------------------------------
 
-    def _derived(self) -> dict[str, Tensor]:
+    def _use_compiled(self, x: Tensor) -> bool:
+        """The numba kernels serve float32 CPU work; graph export and tracing need torch ops."""
+        return (
+            use_compiled
+            and _ltc_kernels.available()
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and not torch.onnx.is_in_onnx_export()
+            and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling()
+        )
+
+    def _forward_compiled(self, x: Tensor, dt: Tensor, state: Tensor, mask: Tensor | None):
+        """``forward`` through heads/_ltc_kernels.py. Arguments already prepared (and masked)."""
+        p = self._derived(compiled=True)
+        xm = self._map_inputs(x).contiguous()  # (B, T, D)
+        h = (dt.clamp_min(0.0) / self.ode_unfolds).contiguous()  # (B, T)
+        args = (xm, h, state.contiguous(), p["neuron"], p["sensory"], p["recurrent"], self.ode_unfolds)
+        if torch.is_grad_enabled():
+            states = _ltc_kernels.FusedLTC.apply(*args)  # (B, T, N)
+        else:
+            states, _ = _ltc_kernels.fused_states(*args)
+        y = self._map_outputs(states[:, :, : self.out_features])
+        if mask is not None:
+            y = y * mask.unsqueeze(-1).to(y.dtype)
+        return y, states[:, -1]
+
+    # -- the torch path ----------------------------------------------------------------------------
+
+    def _derived(self, compiled: bool = False) -> dict[str, Tensor]:
         """Per-call constants in the layouts the fast path wants (computed once, not per unfold).
 
         Without grad they are kept until a parameter or buffer changes (in place, which bumps its
         version, or replaced): a streaming step would otherwise spend a third of its time here.
         """
+        compute = self._compute_compiled if compiled else self._compute_derived
         if torch.is_grad_enabled():
-            return self._compute_derived()
+            return compute()
         try:
             versions = tuple((t.data_ptr(), t._version, t.dtype) for t in self._sources())
         except RuntimeError:  # inference tensors have no version counter: nothing safe to key on
-            return self._compute_derived()
-        key = (torch.is_inference_mode_enabled(), versions)
+            return compute()
+        key = (compiled, torch.is_inference_mode_enabled(), versions)
         if self._derived_cache is None or self._derived_cache[0] != key:
-            self._derived_cache = (key, self._compute_derived())
+            self._derived_cache = (key, compute())
         return self._derived_cache[1]
 
     def _sources(self) -> list[Tensor]:
@@ -450,6 +490,24 @@ class LTC(TemporalHead):
             "leak": torch.stack([gleak * self.vleak, gleak + self.epsilon], dim=1).unsqueeze(-1),
             # cm > 0 by softplus; the floor only guards an underflow, so dt = 0 never gives 0 / 0.
             "cm": F.softplus(self.cm).clamp_min(torch.finfo(self.cm.dtype).tiny),  # (N,)
+        }
+
+    def _compute_compiled(self) -> dict[str, Tensor]:
+        """The constants of heads/_ltc_kernels.py: neuron (3, N) = [leak_num, leak_den, cm] and the
+        synapses (4, sources, targets) = [wnum, wden, ns, no], the sigmoid's argument rescaled to
+        base 2 (s = 1 / (1 + 2**(ns * v + no)))."""
+        scale = _ltc_kernels.LOG2E
+
+        def synapses(w, erev, sigma, mu):
+            return torch.stack([w * erev, w, sigma * -scale, sigma * mu * scale])
+
+        gleak = F.softplus(self.gleak)
+        cm = F.softplus(self.cm).clamp_min(torch.finfo(self.cm.dtype).tiny)
+        return {
+            "neuron": torch.stack([gleak * self.vleak, gleak + self.epsilon, cm]),
+            "sensory": synapses(F.softplus(self.sensory_w) * self.sensory_sparsity_mask, self.sensory_erev,
+                                self.sensory_sigma, self.sensory_mu),
+            "recurrent": synapses(F.softplus(self.w) * self.sparsity_mask, self.erev, self.sigma, self.mu),
         }
 
     def _sensory(self, x: Tensor, p: dict[str, Tensor]) -> Tensor:

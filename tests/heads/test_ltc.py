@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import heads.ltc as ltc_module
+from heads import _ltc_kernels
 from heads import HeadError, create_head, create_wiring, from_ncps
 
 D = 5
@@ -78,6 +79,96 @@ def test_fast_path_float32_close_to_float64():
     y32, s32 = head.float()(x.float(), dt.float())
     torch.testing.assert_close(y32.double(), y64, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(s32.double(), s64, rtol=1e-4, atol=1e-5)
+
+
+needs_numba = pytest.mark.skipif(not _ltc_kernels.available(), reason="numba is not installed")
+
+
+def run_with_grads(head, x, dt, start, mask=None):
+    """Outputs and every gradient of one forward + backward. x, dt and start require grad."""
+    for leaf in (x, dt, start, *head.parameters()):
+        leaf.grad = None
+    y, state = head(x, dt, start, mask)
+    (y.sin().sum() + (state**2).sum()).backward()
+    grads = {name: p.grad.clone() for name, p in head.named_parameters()}
+    return {"y": y.detach(), "state": state.detach(), "x": x.grad.clone(), "dt": dt.grad.clone(),
+            "start": start.grad.clone(), **grads}
+
+
+@needs_numba
+@pytest.mark.parametrize("kwargs", WIRINGS, ids=lambda k: str(sorted(k.items())))
+@pytest.mark.parametrize("batch", [1, 5])
+def test_compiled_path_equals_torch_path(kwargs, batch, monkeypatch):
+    """float32 on the CPU runs the numba kernels; they must give the torch path's values and
+    gradients to float32 precision (their sigmoid is an approximation good to about 2e-7)."""
+    head = build(dtype=torch.float32, **kwargs)
+    x, dt = inputs(batch, 7, dtype=torch.float32)
+    dt[:, 2] = 0.0
+    x.requires_grad_(True)
+    dt.requires_grad_(True)
+    start = torch.randn(batch, head.units, requires_grad=True)
+    mask = torch.ones(batch, 7, dtype=torch.bool)
+    mask[0, 4:] = False
+    assert head._use_compiled(x)
+    compiled = run_with_grads(head, x, dt, start, mask)
+    monkeypatch.setattr(ltc_module, "use_compiled", False)
+    plain = run_with_grads(head, x, dt, start, mask)
+    for name, value in plain.items():
+        scale = float(value.abs().max())
+        torch.testing.assert_close(compiled[name], value, rtol=0, atol=2e-6 * max(1.0, scale),
+                                   msg=lambda m: f"{name}: {m}")
+    with torch.no_grad():
+        y, state = head(x, dt, start, mask)
+    torch.testing.assert_close(y, plain["y"], rtol=0, atol=2e-6)
+    torch.testing.assert_close(state, plain["state"], rtol=0, atol=2e-6)
+
+
+@needs_numba
+def test_compiled_path_is_independent_of_the_thread_count():
+    head = build(dtype=torch.float32, hidden_size=16)
+    x, dt = inputs(7, 5, dtype=torch.float32)
+    x.requires_grad_(True)
+    dt.requires_grad_(True)
+    start = torch.zeros(7, head.units, requires_grad=True)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = run_with_grads(head, x, dt, start)
+        torch.set_num_threads(2)
+        two = run_with_grads(head, x, dt, start)
+    finally:
+        torch.set_num_threads(threads)
+    for name in ("y", "state", "x", "dt", "start"):  # per sample: the same arithmetic
+        assert torch.equal(one[name], two[name]), name
+    for name in dict(head.named_parameters()):  # summed over blocks in another order
+        torch.testing.assert_close(one[name], two[name], rtol=1e-5, atol=1e-6)
+
+
+@needs_numba
+def test_compiled_gate_is_the_sigmoid():
+    """The kernels' s = 1 / (1 + 2**(ns * v + no)) against torch.sigmoid, across and beyond the clamp."""
+    z = torch.linspace(-120.0, 120.0, 200_001)
+    scale = _ltc_kernels.LOG2E
+    gates = torch.empty(z.numel())
+    bits = torch.empty(z.numel(), dtype=torch.int32)
+    mantissa = torch.empty(z.numel())
+    ns, no = torch.zeros_like(z), z * -scale  # y = ns * value + no = -z log2 e: s = sigmoid(z)
+    _ltc_kernels._gates(
+        0.0, ns.numpy(), no.numpy(), bits.numpy(), mantissa.numpy(), bits.numpy().view("float32"),
+        gates.numpy(),
+    )
+    expected = torch.sigmoid(z.double())
+    assert (gates.double() - expected).abs().max() < 3e-7
+    # Relative to tiny values too: limited by the float32 rounding of y itself (|y| up to 58 here).
+    assert ((gates.double() - expected).abs() / expected)[z.abs() < 40].max() < 4e-6
+
+
+@needs_numba
+def test_float64_and_export_use_the_torch_path():
+    head = build(dtype=torch.float64)
+    x, _ = inputs(1, 2)
+    assert not head._use_compiled(x)
+    assert head.float()._use_compiled(x.float())
 
 
 def test_sensory_chunks_give_the_same_result(monkeypatch):
