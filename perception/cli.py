@@ -148,8 +148,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as exc:
         print(f"perception: error: {exc}", file=sys.stderr)
         return 2
-    from perception.errors import USER_ERRORS
-
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in DELEGATED:
         command = argv[0]
@@ -160,7 +158,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         command, run = args.command, lambda: args.run(args)
     try:
         return run()
-    except USER_ERRORS as exc:
+    except Exception as exc:
+        # Imported here, not at the top: the error classes pull in torch, which --help does not need.
+        from perception.errors import USER_ERRORS
+
+        if not isinstance(exc, USER_ERRORS):
+            raise
         print(f"perception {command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
