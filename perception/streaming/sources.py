@@ -4,13 +4,14 @@ SOURCE is one of:
     webcam:N        an OpenCV camera (frames, live)
     sim:webcam:N    events simulated on the fly from that camera (live)
     sim:VIDEO       events simulated on the fly from a video file
-    camera:N        a live event camera, through an event-camera library when one is installed
+    camera:N        a live event camera through dv_processing or metavision_core (event_cameras.py)
     VIDEO           a video file (.mp4, .avi, .mkv, .mov, .webm, ...): frames
     RECORDING       an event recording in any format ``data.read_events`` reads
 
 Event sources are cut into windows exactly as the checkpoint's preprocessing says (duration or
 count, overlap). Every observation carries ``t``: the source's own time in seconds (container
-timestamps for video, the window's end for events, capture time for cameras).
+timestamps for video, the window's end for events, capture time for webcams; for an event
+camera, the window's end on the camera's clock, counted from its first event).
 """
 from __future__ import annotations
 
@@ -37,9 +38,10 @@ from data import (
 )
 from data.events import Events
 from perception.errors import PerceptionError
+from perception.streaming.event_cameras import open_camera
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".gif")
-EVENT_CAMERA_LIBRARIES = ("dv_processing", "metavision_core")
+JOIN_S = 2.0  # how long closing a live source waits for its reader thread to release the device
 
 
 @dataclass
@@ -100,27 +102,20 @@ def _simulated(frames, size: tuple[int, int], seed: int = 0) -> Iterator[Events]
         yield simulator.feed(frame, float(t))
 
 
-def _webcam_index(text: str, spec: str) -> int:
+def _camera_index(text: str, spec: str, kind: str = "webcam") -> int:
     try:
         index = int(text)
     except ValueError:
-        raise PerceptionError(f"{spec}: expected webcam:N with N a camera index (0, 1, ...)") from None
+        raise PerceptionError(f"{spec}: expected {kind}:N with N a camera index (0, 1, ...)") from None
     if index < 0:
         raise PerceptionError(f"{spec}: the camera index must be >= 0")
     return index
 
 
-def _event_camera(spec: str):
-    import importlib.util
-
-    found = [name for name in EVENT_CAMERA_LIBRARIES if importlib.util.find_spec(name) is not None]
-    if not found:
-        raise PerceptionError(
-            f"{spec}: no event-camera library is installed (looked for {', '.join(EVENT_CAMERA_LIBRARIES)}); "
-            "record to a file and pass the file, or use sim:webcam:N to simulate events from a webcam"
-        )
-    raise PerceptionError(f"{spec}: live capture through {found[0]} is not supported by this version; "
-                          "record to a file (any format data.read_events reads) and pass the file")
+def _event_camera(spec: str, index: int, window: WindowSpec) -> Source:
+    """A live event camera, cut into the checkpoint's windows; merged, never dropped, when the model lags."""
+    camera = open_camera(spec, index)
+    return live(Source(spec, "events", True, _windows(camera.chunks, window), camera.sensor_size, [camera.stop]))
 
 
 def open_source(spec: str, preprocessing: dict[str, Any]) -> Source:
@@ -135,9 +130,14 @@ def open_source(spec: str, preprocessing: dict[str, Any]) -> Source:
     inner = spec[4:] if simulated else spec
 
     if inner.startswith("camera:"):
-        _event_camera(spec)
+        if simulated:
+            raise PerceptionError(f"{spec}: camera:N is an event camera already; drop sim: "
+                                  "(sim:webcam:N simulates one from a webcam)")
+        index = _camera_index(inner[len("camera:"):], spec, "camera")
+        _expect(modality, "events", spec)
+        return _event_camera(spec, index, spec_window)
     if inner.startswith("webcam:"):
-        index = _webcam_index(inner[len("webcam:"):], spec)
+        index = _camera_index(inner[len("webcam:"):], spec)
         if not simulated:
             _expect(modality, "frames", spec)
             return live(Source(spec, "frame", True, _frames(iter_webcam(index))))
@@ -193,7 +193,13 @@ def live(source: Source) -> Source:
         except Exception as exc:  # surfaced in the consumer's thread
             pending.put(exc)
         finally:
-            pending.put(None)
+            try:
+                # Closed here, in the thread that runs it (a generator cannot be closed from another
+                # thread while it runs): its ``finally`` releases the camera now, not at garbage collection.
+                if hasattr(source.observations, "close"):
+                    source.observations.close()
+            finally:
+                pending.put(None)  # whatever happened, the consumer is told the stream ended
 
     thread = threading.Thread(target=read, daemon=True)
     thread.start()
@@ -219,8 +225,12 @@ def live(source: Source) -> Source:
 
     def close() -> None:
         stop.set()
+        for closer in source.closers:  # e.g. an event camera's poll loop, which ends at its next poll
+            closer()
+        # Give the reader the time to release the device; a library call blocked for good is not waited on.
+        thread.join(JOIN_S)
 
-    return Source(source.name, source.kind, True, newest(), source.sensor_size, [close, *source.closers])
+    return Source(source.name, source.kind, True, newest(), source.sensor_size, [close])
 
 
 def merge(observations: list[Observation]) -> Observation:
