@@ -605,6 +605,15 @@ class EventClipDataset(Dataset):
         t = (np.asarray(ends, np.int64) - origin) / 1e6
         return x, t
 
+    def window_times(self, index: int) -> np.ndarray:
+        """t (T,) float64 seconds of item ``index`` as ``__getitem__`` gives it without a transform,
+        from the events alone: no representation is computed (the median dt of a split needs only
+        this)."""
+        events = self.events(index)
+        origin = int(events["t"][0])
+        windows = islice(slice_windows(events, self.window, t_start_us=origin), self.max_steps)
+        return (np.asarray([w.t_end_us for w in windows], np.int64) - origin) / 1e6
+
     def _cache_path(self, index: int) -> tuple[Path, str]:
         """(cache file, its full key) of item ``index``."""
         path = self.samples[index][0]

@@ -322,6 +322,11 @@ class EventDataModule(FolderDataModule):
     def make_probe(self) -> EventClipDataset:
         return self._full("train")
 
+    def clip_times(self, dataset: Dataset) -> list[np.ndarray]:
+        """Window ends from the events alone: the voxel grids of the whole split are not needed."""
+        base, indices = (dataset.dataset, dataset.indices) if isinstance(dataset, Subset) else (dataset, None)
+        return [base.window_times(i) for i in (indices if indices is not None else range(len(base)))]
+
     @property
     def in_channels(self) -> int:
         return self.representation.channels

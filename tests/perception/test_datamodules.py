@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from data.collate import clip_dt
 from perception.training.data import EventDataModule, SyntheticDataModule, VideoFolderDataModule
 from perception.training.module import PerceptionModule
 
@@ -73,6 +74,26 @@ def test_event_datamodule_on_a_dvsgesture_folder(tmp_path):
     assert batch["x"].shape == (2, 4, 5, 32, 32) and batch["mask"].all()
     module = _fit_one_batch(dm)
     assert float(module.model.time_scale) == pytest.approx(0.1)
+
+
+def test_event_time_scale_needs_no_representation(tmp_path, monkeypatch):
+    """The median dt comes from the window ends alone, equal to the items' own times (count windows
+    give variable dt), without computing a single voxel grid."""
+    options = dict(root=str(_dvsgesture(tmp_path)), window_mode="count", window_size=300, max_steps=6,
+                   downsample=4, val_fraction=0.34)
+    train = EventDataModule("dvsgesture", **options).split("train")
+    expected = [train[i][1].numpy() for i in range(len(train))]
+    dts = np.concatenate([clip_dt(t) for t in expected])
+    assert np.unique(np.round(dts, 6)).size > 1  # really variable
+    fresh = EventDataModule("dvsgesture", **options)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a representation was computed")
+
+    monkeypatch.setattr(type(fresh.representation), "__call__", refuse)
+    times = fresh.clip_times(fresh.split("train"))
+    assert len(times) == len(expected) and all(np.array_equal(a, b) for a, b in zip(times, expected))
+    assert fresh.time_scale == pytest.approx(float(np.median(dts[dts > 0])))
 
 
 def test_video_folder_datamodule(tmp_path):
