@@ -22,13 +22,11 @@ import pytest
 import torch
 
 from data import WindowSpec, make_events, read_events, slice_windows
-from perception.checkpoint import save_checkpoint
 from perception.cli import main
-from perception.model import PerceptionModel
 from perception.streaming.event_cameras import METAVISION_SLICE_US
 
-CLASSES = ["a", "b", "c"]
-WINDOW_US = 50_000
+CLASSES = ["a", "b", "c"]  # the tiny checkpoint's (conftest.py)
+WINDOW_US = 50_000  # its windows
 SENSOR = (64, 48)  # (W, H) of the fake cameras; the model was trained on 32 x 32 (the source rescales)
 EPOCH_US = 1_714_000_000_123_456  # dv_processing stamps events with the host's clock: µs since 1970
 # The real dtypes, as the libraries hand them over:
@@ -44,28 +42,17 @@ def one_thread():
 
 
 @pytest.fixture(scope="module", autouse=True)
-def warm_event_kernels(tmp_path_factory):
+def warm_event_kernels(tmp_path_factory, tiny_checkpoint):
     """The first runner in a process compiles the event kernels (about half a second): done once here,
     so that the fake cameras' real-time streams do not all queue up behind it in the first test."""
     from perception.checkpoint import load_checkpoint
     from perception.streaming.runner import StreamRunner
     from perception.streaming.sources import Source
 
-    checkpoint = load_checkpoint(_checkpoint(tmp_path_factory.mktemp("warm")))
+    checkpoint = load_checkpoint(tiny_checkpoint(tmp_path_factory.mktemp("warm")))
     StreamRunner(checkpoint, Source("warm", "events", False, iter(())))
 
 
-def _checkpoint(tmp_path: Path, modality: str = "events") -> Path:
-    torch.manual_seed(0)
-    if modality == "frames":
-        model = PerceptionModel(1, 3, backbone_kwargs={"width": 0.5}, time_scale=0.05)
-        pre = {"modality": "frames", "size": [32, 32], "grey": True}
-    else:
-        model = PerceptionModel(5, 3, backbone_kwargs={"width": 0.5}, time_scale=0.05)
-        pre = {"modality": "events", "sensor_size": [32, 32], "frame_size": [32, 32],
-               "representation": {"name": "voxel_grid", "bins": 5, "polarity": "signed", "normalize": "standard"},
-               "window": {"mode": "duration", "size": WINDOW_US, "overlap": 0}}
-    return save_checkpoint(tmp_path / f"{modality}.ckpt", model.eval(), CLASSES, pre)
 
 
 def _batches(dtype, fields, start_us: int, n: int = 60, span_us: int = 10_000, seed: int = 0,
@@ -214,8 +201,12 @@ def hide(monkeypatch, *names: str) -> None:
         monkeypatch.setitem(sys.modules, name, None)
 
 
-def _infer(tmp_path: Path, spec: str, *more: str, modality: str = "events") -> int:
-    return main(["infer", spec, "--checkpoint", str(_checkpoint(tmp_path, modality)), "--headless", *more])
+@pytest.fixture
+def infer(tmp_path, tiny_checkpoint):
+    """``infer(spec, *options, modality="events") -> exit status`` of a headless run on a tiny checkpoint."""
+    def run(spec: str, *more: str, modality: str = "events") -> int:
+        return main(["infer", spec, "--checkpoint", str(tiny_checkpoint(tmp_path, modality)), "--headless", *more])
+    return run
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,13 +217,13 @@ DV_FIELDS = ("x", "y", "timestamp", "polarity")
 MV_FIELDS = ("x", "y", "t", "p")
 
 
-def test_dv_processing_camera_steps_follow_its_timestamps_until_it_is_unplugged(tmp_path, monkeypatch, capsys):
+def test_dv_processing_camera_steps_follow_its_timestamps_until_it_is_unplugged(tmp_path, monkeypatch, capsys, infer):
     batches = _batches(DV_DTYPE, DV_FIELDS, EPOCH_US, n=100, still=(20, 21, 22))
     dv = fake_dv([lambda: FakeDvCamera(batches, period=0.004)])  # 1 s of events in 0.4 s: faster than real time
     monkeypatch.setitem(sys.modules, "dv_processing", dv)
     hide(monkeypatch, "metavision_core")
     out = tmp_path / "steps.jsonl"
-    assert _infer(tmp_path, "camera:0", "--jsonl", str(out), "--quiet") == 0
+    assert infer("camera:0", "--jsonl", str(out), "--quiet") == 0
     lines = _lines(out)
     _check_steps(lines, _expected_windows(batches, DV_FIELDS))
     assert len(lines) >= 3  # windows stream out one by one once the model keeps up (the first ones queue up)
@@ -241,20 +232,20 @@ def test_dv_processing_camera_steps_follow_its_timestamps_until_it_is_unplugged(
     assert len(dv.opened) == 1 and dv.opened[0]() is None  # the library's camera object was let go
 
 
-def test_metavision_camera_is_counted_after_dv_processing_ones(tmp_path, monkeypatch):
+def test_metavision_camera_is_counted_after_dv_processing_ones(tmp_path, monkeypatch, infer):
     slices = _batches(METAVISION_DTYPE, MV_FIELDS, 1_234, span_us=METAVISION_SLICE_US, n=120, still=(40, 41))
     dv = fake_dv([lambda: pytest.fail("camera:1 is the Metavision camera, not the dv_processing one")])
     monkeypatch.setitem(sys.modules, "dv_processing", dv)
     install_metavision(monkeypatch, ["00050423"], slices)
     out = tmp_path / "steps.jsonl"
-    assert _infer(tmp_path, "camera:1", "--jsonl", str(out), "--quiet") == 0
+    assert infer("camera:1", "--jsonl", str(out), "--quiet") == 0
     _check_steps(_lines(out), _expected_windows(slices, MV_FIELDS))
     [iterator] = FakeEventsIterator.made
     assert (iterator.input_path, iterator.mode, iterator.delta_t) == ("00050423", "delta_t", METAVISION_SLICE_US)
     assert iterator.released and not dv.opened
 
 
-def test_stopping_early_releases_the_camera(tmp_path, monkeypatch):
+def test_stopping_early_releases_the_camera(tmp_path, monkeypatch, infer):
     def endless():
         start = EPOCH_US
         while True:
@@ -265,7 +256,7 @@ def test_stopping_early_releases_the_camera(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "dv_processing", dv)
     hide(monkeypatch, "metavision_core")
     out = tmp_path / "steps.jsonl"
-    assert _infer(tmp_path, "camera:0", "--jsonl", str(out), "--max-steps", "3", "--quiet") == 0
+    assert infer("camera:0", "--jsonl", str(out), "--max-steps", "3", "--quiet") == 0
     assert len(_lines(out)) == 3
     gc.collect()
     assert dv.opened[0]() is None  # the reader thread stopped polling and let the camera go
@@ -281,16 +272,16 @@ def _error(capsys) -> str:
     return err
 
 
-def test_no_library_says_which_were_looked_for(tmp_path, monkeypatch, capsys):
+def test_no_library_says_which_were_looked_for(tmp_path, monkeypatch, capsys, infer):
     hide(monkeypatch, "dv_processing", "metavision_core")
-    assert _infer(tmp_path, "camera:0") == 2
+    assert infer("camera:0") == 2
     err = _error(capsys)
     assert "camera:0: no event-camera library is installed (looked for dv_processing, metavision_core" in err
     assert "pip install dv-processing" in err and "record to a file" in err and "sim:webcam:N" in err
 
 
 @pytest.mark.parametrize("libraries", ["dv_processing", "metavision_core", "both"])
-def test_no_camera_says_which_libraries_looked(tmp_path, monkeypatch, capsys, libraries):
+def test_no_camera_says_which_libraries_looked(tmp_path, monkeypatch, capsys, libraries, infer):
     if libraries in ("dv_processing", "both"):
         monkeypatch.setitem(sys.modules, "dv_processing", fake_dv([]))
     else:
@@ -299,14 +290,14 @@ def test_no_camera_says_which_libraries_looked(tmp_path, monkeypatch, capsys, li
         install_metavision(monkeypatch, [])
     else:
         hide(monkeypatch, "metavision_core")
-    assert _infer(tmp_path, "camera:0") == 2
+    assert infer("camera:0") == 2
     err = _error(capsys)
     assert "camera:0: no event camera found (" in err and "sim:webcam:N" in err
     for library in ("dv_processing", "metavision_core"):
         assert f"{library}: {'found none' if libraries in (library, 'both') else 'not installed'}" in err
 
 
-def test_bad_camera_specs(tmp_path, monkeypatch, capsys):
+def test_bad_camera_specs(tmp_path, monkeypatch, capsys, infer):
     monkeypatch.setitem(sys.modules, "dv_processing", fake_dv([lambda: FakeDvCamera([])]))
     hide(monkeypatch, "metavision_core")
     for spec, message, modality in (
@@ -316,21 +307,21 @@ def test_bad_camera_specs(tmp_path, monkeypatch, capsys):
         ("sim:camera:0", "sim:camera:0: camera:N is an event camera already", "events"),
         ("camera:0", "camera:0: the checkpoint's model takes frames, this source gives events", "frames"),
     ):
-        assert _infer(tmp_path, spec, modality=modality) == 2
+        assert infer(spec, modality=modality) == 2
         assert message in _error(capsys)
 
 
-def test_a_broken_library_install_is_named(tmp_path, monkeypatch, capsys):
+def test_a_broken_library_install_is_named(tmp_path, monkeypatch, capsys, infer):
     hide(monkeypatch, "dv_processing")
     install_metavision(monkeypatch, ["1"])
     hide(monkeypatch, "metavision_hal")  # metavision_core without its HAL module: a broken install
-    assert _infer(tmp_path, "camera:0") == 2
+    assert infer("camera:0") == 2
     err = _error(capsys)
     assert "no event camera found (dv_processing: not installed; metavision_core: cannot be imported (" in err
 
 
 @pytest.mark.parametrize("fault", ["library error", "time goes back", "outside the sensor"])
-def test_a_faulty_stream_stops_with_one_line_and_keeps_the_steps(tmp_path, monkeypatch, capsys, fault):
+def test_a_faulty_stream_stops_with_one_line_and_keeps_the_steps(tmp_path, monkeypatch, capsys, fault, infer):
     batches = _batches(DV_DTYPE, DV_FIELDS, EPOCH_US)
     if fault == "time goes back":
         batches[30]["timestamp"] -= 200_000
@@ -340,7 +331,7 @@ def test_a_faulty_stream_stops_with_one_line_and_keeps_the_steps(tmp_path, monke
     monkeypatch.setitem(sys.modules, "dv_processing", fake_dv([camera]))
     hide(monkeypatch, "metavision_core")
     out = tmp_path / "steps.jsonl"
-    assert _infer(tmp_path, "camera:0", "--jsonl", str(out), "--quiet") == 2
+    assert infer("camera:0", "--jsonl", str(out), "--quiet") == 2
     err = _error(capsys)
     expected = {"library error": "camera:0: DVXPLORER DXA00090 (dv_processing) failed while streaming "
                                  "(libusb: LIBUSB_ERROR_IO (transfer failed))",
@@ -354,17 +345,17 @@ def test_a_faulty_stream_stops_with_one_line_and_keeps_the_steps(tmp_path, monke
 # The real dv_processing
 
 
-def test_real_dv_processing_without_a_camera_says_none_was_found(tmp_path, monkeypatch, capsys):
+def test_real_dv_processing_without_a_camera_says_none_was_found(tmp_path, monkeypatch, capsys, infer):
     dv = pytest.importorskip("dv_processing", reason="dv-processing is not installed (pip install dv-processing)")
     if dv.io.camera.discover():
         pytest.skip("an iniVation camera is attached: this test needs none")
     hide(monkeypatch, "metavision_core")
-    assert _infer(tmp_path, "camera:0") == 2
+    assert infer("camera:0") == 2
     expected = "camera:0: no event camera found (dv_processing: found none; metavision_core: not installed)"
     assert expected in _error(capsys)
 
 
-def test_real_dv_processing_batches_from_a_recording_standing_in_for_a_camera(tmp_path, monkeypatch, shared_data):
+def test_real_dv_processing_batches_from_a_recording_standing_in_for_a_camera(tmp_path, monkeypatch, shared_data, infer):
     """The real library's EventStore batches (a DVXplorer recording read through dv.io, which shares
     the camera's InputBase API) give the windows the project's own AEDAT 4 reader gives."""
     dv = pytest.importorskip("dv_processing", reason="dv-processing is not installed (pip install dv-processing)")
@@ -374,7 +365,7 @@ def test_real_dv_processing_batches_from_a_recording_standing_in_for_a_camera(tm
     monkeypatch.setattr(dv.io.camera, "open", lambda d: dv.io.MonoCameraRecording(str(recording)))
     hide(monkeypatch, "metavision_core")
     out = tmp_path / "steps.jsonl"
-    assert _infer(tmp_path, "camera:0", "--jsonl", str(out), "--quiet") == 0
+    assert infer("camera:0", "--jsonl", str(out), "--quiet") == 0
     events = read_events(recording).events.copy()
     events["t"] -= events["t"][0]
     _check_steps(_lines(out), list(slice_windows(events, WindowSpec("duration", WINDOW_US))))

@@ -11,26 +11,13 @@ import pytest
 import torch
 
 from data import read_events, slice_windows, video_times, WindowSpec
-from perception.checkpoint import save_checkpoint
 from perception.cli import main
-from perception.model import PerceptionModel
 from perception.streaming.sources import Observation, Source, live
 
 CLASSES = ["a", "b", "c"]
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _checkpoint(tmp_path: Path, modality: str) -> Path:
-    torch.manual_seed(0)
-    if modality == "frames":
-        model = PerceptionModel(1, 3, backbone_kwargs={"width": 0.5}, time_scale=0.05)
-        pre = {"modality": "frames", "size": [32, 32], "grey": True}
-    else:
-        model = PerceptionModel(5, 3, backbone_kwargs={"width": 0.5}, time_scale=0.05)
-        pre = {"modality": "events", "sensor_size": [32, 32], "frame_size": [32, 32],
-               "representation": {"name": "voxel_grid", "bins": 5, "polarity": "signed", "normalize": "standard"},
-               "window": {"mode": "duration", "size": 50_000, "overlap": 0}}
-    return save_checkpoint(tmp_path / f"{modality}.ckpt", model.eval(), CLASSES, pre)
 
 
 def _vfr_video(path: Path, times) -> Path:
@@ -58,12 +45,12 @@ def one_thread():
     torch.set_num_threads(1)
 
 
-def test_video_file_times_and_dt_come_from_the_container(tmp_path, capsys):
+def test_video_file_times_and_dt_come_from_the_container(tmp_path, capsys, tiny_checkpoint):
     times = np.cumsum([0.0, 0.04, 0.04, 0.1, 0.033, 0.2, 0.05, 0.05, 0.3, 0.04])
     video = _vfr_video(tmp_path / "vfr.mp4", times)
     out = tmp_path / "steps.jsonl"
     mp4 = tmp_path / "annotated.mp4"
-    assert main(["infer", str(video), "--checkpoint", str(_checkpoint(tmp_path, "frames")), "--headless",
+    assert main(["infer", str(video), "--checkpoint", str(tiny_checkpoint(tmp_path, "frames")), "--headless",
                  "--jsonl", str(out), "--output", str(mp4), "--quiet"]) == 0
     lines = _lines(out)
     np.testing.assert_allclose([r["t"] for r in lines], video_times(video), atol=1e-6)
@@ -79,10 +66,10 @@ def test_video_file_times_and_dt_come_from_the_container(tmp_path, capsys):
 
 @pytest.mark.parametrize("name", ["tonic_sample.aedat4", "expelliarmus_evt2_sample.raw", "expelliarmus_evt3_sample.raw",
                                   "tonic_sample_ncars.dat", "tonic_sample_nmnist.bin"])
-def test_event_recording_windows_match_the_checkpoint(tmp_path, shared_data, name):
+def test_event_recording_windows_match_the_checkpoint(tmp_path, shared_data, name, tiny_checkpoint):
     recording = shared_data / "events" / name
     out = tmp_path / "steps.jsonl"
-    assert main(["infer", str(recording), "--checkpoint", str(_checkpoint(tmp_path, "events")), "--headless",
+    assert main(["infer", str(recording), "--checkpoint", str(tiny_checkpoint(tmp_path, "events")), "--headless",
                  "--jsonl", str(out), "--quiet"]) == 0
     lines = _lines(out)
     windows = list(slice_windows(read_events(recording).events, WindowSpec("duration", 50_000)))
@@ -93,10 +80,10 @@ def test_event_recording_windows_match_the_checkpoint(tmp_path, shared_data, nam
     assert lines[0]["dt"] == pytest.approx((windows[0].t_end_us - windows[0].t_start_us) * 1e-6)
 
 
-def test_simulated_events_from_the_real_video(tmp_path, shared_data):
+def test_simulated_events_from_the_real_video(tmp_path, shared_data, tiny_checkpoint):
     video = shared_data / "video" / "faery_mp4_example.mp4"
     out = tmp_path / "sim.jsonl"
-    assert main(["infer", f"sim:{video}", "--checkpoint", str(_checkpoint(tmp_path, "events")), "--headless",
+    assert main(["infer", f"sim:{video}", "--checkpoint", str(tiny_checkpoint(tmp_path, "events")), "--headless",
                  "--jsonl", str(out), "--quiet"]) == 0
     lines = _lines(out)
     frame_times = video_times(video)
@@ -104,11 +91,11 @@ def test_simulated_events_from_the_real_video(tmp_path, shared_data):
     assert lines[-1]["t"] <= frame_times[-1] + 0.05
 
 
-def test_simulated_events_from_a_video(tmp_path):
+def test_simulated_events_from_a_video(tmp_path, tiny_checkpoint):
     times = np.arange(30) / 30.0
     video = _vfr_video(tmp_path / "v.mp4", times)
     out = tmp_path / "sim.jsonl"
-    assert main(["infer", f"sim:{video}", "--checkpoint", str(_checkpoint(tmp_path, "events")), "--headless",
+    assert main(["infer", f"sim:{video}", "--checkpoint", str(tiny_checkpoint(tmp_path, "events")), "--headless",
                  "--jsonl", str(out), "--quiet"]) == 0
     lines = _lines(out)
     assert len(lines) >= 15 and sum(r["events"] for r in lines) > 0
@@ -116,8 +103,8 @@ def test_simulated_events_from_a_video(tmp_path):
     assert ends[-1] <= times[-1] + 0.05 + 1e-6 and (np.diff(ends) > 0).all()
 
 
-def test_max_steps_and_source_errors(tmp_path, capsys):
-    frames_ckpt, events_ckpt = _checkpoint(tmp_path, "frames"), _checkpoint(tmp_path, "events")
+def test_max_steps_and_source_errors(tmp_path, capsys, tiny_checkpoint):
+    frames_ckpt, events_ckpt = tiny_checkpoint(tmp_path, "frames"), tiny_checkpoint(tmp_path, "events")
     video = _vfr_video(tmp_path / "v.mp4", np.arange(12) / 10)
     out = tmp_path / "few.jsonl"
     assert main(["infer", str(video), "--checkpoint", str(frames_ckpt), "--headless", "--jsonl", str(out),
@@ -138,7 +125,7 @@ def test_max_steps_and_source_errors(tmp_path, capsys):
         assert message in err and len(err.splitlines()) == 1, err
 
 
-def test_ctrl_c_closes_the_outputs(tmp_path, monkeypatch, capsys):
+def test_ctrl_c_closes_the_outputs(tmp_path, monkeypatch, capsys, tiny_checkpoint):
     video = _vfr_video(tmp_path / "v.mp4", np.arange(20) / 10)
     out = tmp_path / "steps.jsonl"
     from perception.streaming import sinks
@@ -153,7 +140,7 @@ def test_ctrl_c_closes_the_outputs(tmp_path, monkeypatch, capsys):
             raise KeyboardInterrupt
 
     monkeypatch.setattr(sinks.JsonlSink, "write", interrupt_after_four)
-    status = main(["infer", str(video), "--checkpoint", str(_checkpoint(tmp_path, "frames")), "--headless",
+    status = main(["infer", str(video), "--checkpoint", str(tiny_checkpoint(tmp_path, "frames")), "--headless",
                    "--jsonl", str(out), "--quiet"])
     assert status == 130
     assert [r["step"] for r in _lines(out)] == [0, 1, 2, 3]  # flushed and complete
@@ -220,7 +207,7 @@ class _Camera:
 
 
 @pytest.mark.parametrize("spec, modality", [("webcam:0", "frames"), ("sim:webcam:0", "events")])
-def test_webcam_sources_headless(tmp_path, monkeypatch, spec, modality):
+def test_webcam_sources_headless(tmp_path, monkeypatch, spec, modality, tiny_checkpoint):
     from data import video
 
     frames = []
@@ -231,7 +218,7 @@ def test_webcam_sources_headless(tmp_path, monkeypatch, spec, modality):
     cameras = []
     monkeypatch.setattr(video.cv2, "VideoCapture", lambda index: cameras.append(_Camera(frames)) or cameras[-1])
     out = tmp_path / "cam.jsonl"
-    assert main(["infer", spec, "--checkpoint", str(_checkpoint(tmp_path, modality)), "--headless",
+    assert main(["infer", spec, "--checkpoint", str(tiny_checkpoint(tmp_path, modality)), "--headless",
                  "--jsonl", str(out), "--quiet"]) == 0
     lines = _lines(out)
     times = np.asarray([r["t"] for r in lines])
@@ -244,12 +231,12 @@ def test_webcam_sources_headless(tmp_path, monkeypatch, spec, modality):
     assert cameras and cameras[0].released  # the camera is released at the end of the stream
 
 
-def test_the_runner_memory_stays_flat_over_a_long_stream(tmp_path):
+def test_the_runner_memory_stays_flat_over_a_long_stream(tmp_path, tiny_checkpoint):
     from perception.checkpoint import load_checkpoint
     from perception.evaluation.measure import rss_bytes
     from perception.streaming.runner import StreamRunner
 
-    loaded = load_checkpoint(_checkpoint(tmp_path, "frames"))
+    loaded = load_checkpoint(tiny_checkpoint(tmp_path, "frames"))
     frame = np.full((32, 32), 128, np.uint8)
     source = Source("long", "frame", False, (Observation(i * 0.05, "frame", frame) for i in range(6000)))
     runner = StreamRunner(loaded, source)
