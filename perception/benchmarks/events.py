@@ -13,6 +13,9 @@ second) for N in {1 M, 10 M} on a 346 x 260 (DAVIS346) and a 640 x 480 (Prophese
 - time surface: ``data.to_time_surface`` vs ``tonic.transforms.ToTimesurface`` with dt = the
   whole window (one surface).
 
+``--case N:WxH`` (repeatable) and ``--only REPRESENTATION`` narrow the run to what you are working
+on; the PASS/MISS verdict then covers only the cases run.
+
 Figures are millions of events per second of wall time; "ratio" is tonic's time over ours, and
 "CPU-time ratio" the same in this thread's CPU time (less disturbed by other processes on a shared
 machine; the target is on wall time). The first call of each numba kernel (compilation, or
@@ -29,6 +32,7 @@ TARGETS = {"voxel_grid_min_speedup_vs_tonic": 10.0}
 FULL_CASES = [(1_000_000, (346, 260)), (1_000_000, (640, 480)), (10_000_000, (346, 260)), (10_000_000, (640, 480))]
 QUICK_CASES = [(200_000, (346, 260)), (1_000_000, (346, 260))]
 DURATION_US = 1_000_000
+REPRESENTATIONS = ("voxel_grid", "histogram", "time_surface")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,6 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tau-us", type=float, default=50_000.0, help="time surface decay (default: %(default)s)")
     parser.add_argument("--no-tonic", action="store_true", help="time ours only")
     parser.add_argument("--quick", action="store_true", help="smaller workloads (200 k and 1 M events, 346 x 260)")
+    parser.add_argument(
+        "--case", action="append", metavar="N:WxH",
+        help="only this workload, e.g. 1000000:640x480 (repeatable; default: the full set)",
+    )
+    parser.add_argument(
+        "--only", action="append", choices=REPRESENTATIONS, help="only this representation (repeatable; default: all)"
+    )
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -56,15 +67,19 @@ def run(args: argparse.Namespace) -> dict:
 
     if args.bins < 1 or args.repeats < 1 or args.tonic_repeats < 1 or not args.tau_us > 0:
         raise PerceptionError("--bins, --repeats and --tonic-repeats must be at least 1 and --tau-us positive")
+    cases = [_parse_case(text) for text in args.case] if args.case else (QUICK_CASES if args.quick else FULL_CASES)
+    only = set(args.only or REPRESENTATIONS)
     tonic = None if args.no_tonic else _import_tonic()
     rng = np.random.default_rng(args.seed)
     compile_s = {"import_representations": import_s, **_first_calls(reps, args.bins, args.tau_us, rng)}
 
     rows: list[dict] = []
-    for n, sensor in QUICK_CASES if args.quick else FULL_CASES:
+    for n, sensor in cases:
         events = _synthetic_events(n, sensor, rng)
         label = f"{sensor[0]}x{sensor[1]}"
         for rep, ours, theirs in _cases(reps, tonic, sensor, args.bins, args.tau_us):
+            if rep not in only:
+                continue
             row = {"representation": rep, "events": n, "sensor": label}
             seconds = _time_pair(ours, theirs, events, args.repeats, args.tonic_repeats)
             row["ours_mev_s"] = n / seconds["ours"] / 1e6
@@ -88,7 +103,7 @@ def run(args: argparse.Namespace) -> dict:
     print("\nimport and first calls (numba compile or cache load), excluded above: "
           + ", ".join(f"{k} {v:.2f} s" for k, v in compile_s.items()))
     ratios = {}
-    for rep in ("voxel_grid", "histogram", "time_surface"):
+    for rep in REPRESENTATIONS:
         values = [r["ratio"] for r in rows if r["representation"] == rep and "ratio" in r]
         if values:
             ratios[f"{rep}_min_speedup_vs_tonic"] = min(values)
@@ -105,7 +120,8 @@ def run(args: argparse.Namespace) -> dict:
     return {
         "workload": {"bins": args.bins, "tau_us": args.tau_us, "repeats": args.repeats,
                      "tonic_repeats": args.tonic_repeats, "duration_us": DURATION_US, "seed": args.seed,
-                     "quick": bool(args.quick)},
+                     "quick": bool(args.quick), "cases": [f"{n}:{w}x{h}" for n, (w, h) in cases],
+                     "representations": [rep for rep in REPRESENTATIONS if rep in only]},
         "first_call_s": compile_s,
         "rows": rows,
         "ratios": ratios,
@@ -119,6 +135,23 @@ def run(args: argparse.Namespace) -> dict:
             "load_average_1min_at_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         },
     }
+
+
+def _parse_case(text: str) -> tuple[int, tuple[int, int]]:
+    """'1000000:640x480' -> (1000000, (640, 480))."""
+    from perception.errors import PerceptionError
+
+    try:
+        count, size = text.split(":")
+        width, height = size.lower().split("x")
+        n, sensor = int(count.replace("_", "")), (int(width), int(height))
+    except ValueError:
+        n, sensor = 0, (0, 0)
+    if n < 2 or min(sensor) < 1:
+        raise PerceptionError(
+            f"--case {text!r}: expected EVENTS:WIDTHxHEIGHT with at least 2 events, e.g. 1000000:640x480"
+        )
+    return n, sensor
 
 
 def _import_tonic():

@@ -130,6 +130,65 @@ def test_voxel_grid_conserves_mass(backend, polarity):
         assert grid[5:].sum() == pytest.approx((events["p"] > 0).sum(), abs=1e-3)
 
 
+def test_voxel_grid_dense_window_edges(backend):
+    """The sorted kernel (more events than pixels): one timestamp, many events at t_end, bins == 1."""
+    n = 4 * 17 * 11
+    rng = np.random.default_rng(11)
+    x, y, p = rng.integers(0, 17, n), rng.integers(0, 11, n), rng.integers(0, 2, n)
+    same_time = make_events(x, y, np.full(n, 7), p)  # t_end == t_start: everything in bin 0
+    for polarity in ("signed", "split", "merged"):
+        grid = to_voxel_grid(same_time, SENSOR, 3, polarity=polarity)
+        assert_close(grid, reference_voxel_grid(same_time, SENSOR, 3, polarity))
+        assert not grid.reshape(-1, 3, 11, 17)[:, 1:].any()
+    at_end = make_events(x, y, np.where(np.arange(n) < n // 2, np.sort(rng.integers(0, 100, n)), 100), p)
+    for bins in (1, 2, 4):
+        assert_close(to_voxel_grid(at_end, SENSOR, bins, polarity="split"),
+                     reference_voxel_grid(at_end, SENSOR, bins, "split"))
+
+
+@pytest.mark.parametrize("method", ["minmax", "standard", "abs_max"])
+@pytest.mark.parametrize("sensor", [SENSOR, (64, 48)], ids=["dense", "sparse"])
+def test_voxel_grid_normalised_from_float64_sums(backend, method, sensor):
+    events = random_events(2_000, sensor=sensor, seed=6)
+    ours = to_voxel_grid(events, sensor, 5, polarity="split", normalize=method)
+    expected = normalize_grid(reference_voxel_grid(events, sensor, 5, "split"), method)
+    assert_close(ours, expected)
+
+
+def test_dense_window_names_the_first_bad_event(backend):
+    events = random_events(3_000)
+    outside = events.copy()
+    outside["x"][2_500] = 17
+    with pytest.raises(DataError, match=r"event 2500 at \(x=17, y=\d+\) is outside the 17 x 11 sensor"):
+        to_voxel_grid(outside, SENSOR, 5)
+    late = events.copy()
+    late["t"][2_000] = 150_000  # after the window's end, which defaults to the last event
+    with pytest.raises(DataError, match=r"event 2000 at t=150000 us is outside the time range"):
+        to_voxel_grid(late, SENSOR, 5, polarity="split")
+    backwards = events.copy()
+    backwards["t"][2_998] = -5  # out of order, and before the window (its first event)
+    with pytest.raises(DataError, match=r"event 2998 at t=-5 us .* must be sorted by time"):
+        to_voxel_grid(backwards, SENSOR, 5)
+
+
+def test_voxel_grid_random_windows_match_reference(backend):
+    """Short and long spans, far-off times, explicit ranges wider than the events, any bins: the
+    bin edges the sorted kernel finds in integer time agree with the definition's t*."""
+    rng = np.random.default_rng(12)
+    sensor = (7, 5)
+    for _ in range(150):
+        n = int(rng.integers(36, 300))  # mostly more events than pixels: the sorted kernel
+        span = int(rng.choice([0, 1, 3, 7, 100, 10**6, 10**12]))
+        t = np.sort(int(rng.choice([0, -(10**6), 10**15])) + rng.integers(0, span + 1, n))
+        events = make_events(rng.integers(0, 7, n), rng.integers(0, 5, n), t, rng.integers(0, 2, n))
+        bins, polarity = int(rng.integers(1, 10)), str(rng.choice(["signed", "split", "merged"]))
+        t_start = t_end = None
+        if rng.random() < 0.4:
+            t_start, t_end = int(t[0] - rng.integers(0, span + 2)), int(t[-1] + rng.integers(0, span + 2))
+        ours = to_voxel_grid(events, sensor, bins, polarity=polarity, t_start=t_start, t_end=t_end)
+        assert_close(ours, reference_voxel_grid(events, sensor, bins, polarity, t_start, t_end))
+
+
 def test_voxel_grid_edge_cases(backend):
     one = make_events([3], [4], [1_000], [0])
     grid = to_voxel_grid(one, SENSOR, 5)
