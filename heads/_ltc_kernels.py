@@ -84,6 +84,14 @@ def _gates(value, ns_row, no_row, bits, mantissa, scale, gates):  # pragma: no c
         gates[j] = _ONE / (_ONE + mantissa[j] * scale[j])
 
 
+@_jit(inline="always")
+def _gate_buffers(units):  # pragma: no cover (numba)
+    """The scratch of ``_gates`` for ``units`` targets: bits and scale (one buffer, two views),
+    mantissa, gates."""
+    bits = np.empty(units, np.int32)
+    return bits, bits.view(np.float32), np.empty(units, np.float32), np.empty(units, np.float32)
+
+
 @_jit(inline="always", fastmath=True)
 def _add_synapses(values, synapses, num, den, bits, mantissa, scale, gates):  # pragma: no cover (numba)
     """num[j] += sum_i wnum[i, j] s_ij and den[j] += sum_i wden[i, j] s_ij, s from the source values.
@@ -129,9 +137,7 @@ def _forward(x, h, v0, neuron, sensory, recurrent, unfolds, bounds, states, trac
     leak_num, leak_den, cm = neuron[0], neuron[1], neuron[2]
     keep = trace.shape[2] > 0
     for block in numba.prange(bounds.shape[0] - 1):
-        bits = np.empty(units, np.int32)
-        scale = bits.view(np.float32)
-        mantissa, gates = np.empty(units, np.float32), np.empty(units, np.float32)
+        bits, scale, mantissa, gates = _gate_buffers(units)
         s_num, s_den = np.empty(units, np.float32), np.empty(units, np.float32)
         num, den = np.empty(units, np.float32), np.empty(units, np.float32)
         v = np.empty(units, np.float32)
@@ -172,9 +178,7 @@ def _backward(g_states, x, h, states, neuron, sensory, recurrent, unfolds, bound
     cm = neuron[2]
     last = steps * unfolds - 1
     for block in numba.prange(bounds.shape[0] - 1):
-        bits = np.empty(units, np.int32)
-        scale = bits.view(np.float32)
-        mantissa, gates = np.empty(units, np.float32), np.empty(units, np.float32)
+        bits, scale, mantissa, gates = _gate_buffers(units)
         g_num, g_den = np.empty(units, np.float32), np.empty(units, np.float32)
         g_s_num, g_s_den = np.empty(units, np.float32), np.empty(units, np.float32)
         g_v, g_through = np.empty(units, np.float32), np.empty(units, np.float32)

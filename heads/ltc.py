@@ -70,10 +70,11 @@ _SOFTPLUS_FLOOR = 1e-30
 # the memory of long streams without grad. The sensory activations are made in blocks of about
 # _SENSORY_BLOCK elements (N, rows, D), small enough to stay in cache; larger blocks were slower.
 _CHUNK_ELEMENTS = 1 << 22
+_SENSORY_BLOCK = 1 << 18
+
 # float32 CPU work runs through the compiled kernels of heads/_ltc_kernels.py when numba is there;
 # False sends it through the torch path (the tests compare the two).
 use_compiled = True
-_SENSORY_BLOCK = 1 << 18
 
 
 def inverse_softplus(value: Tensor) -> Tensor:
@@ -394,25 +395,10 @@ class LTC(TemporalHead):
             # state is carried unchanged without a select per step, whatever the padding holds.
             x = torch.where(mask.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype, device=x.device))
             dt = torch.where(mask, dt, torch.zeros((), dtype=dt.dtype, device=dt.device))
-        if self._use_compiled(x):
-            return self._forward_compiled(x, dt, state, mask)
-        p = self._derived()
-        steps = x.shape[1]
-        h_all = (dt.clamp_min(0.0) / self.ode_unfolds).t().unsqueeze(-1)  # (T, B, 1)
-        chunk = max(1, _CHUNK_ELEMENTS // (2 * x.shape[0] * self.units))
-        if torch.onnx.is_in_onnx_export():
-            unfold = _unfold_plain
-        else:
-            unfold = _Unfold.apply if torch.is_grad_enabled() else _unfold_no_grad
-        outputs = []
-        for start in range(0, steps, chunk):
-            base = self._sensory(x[:, start : start + chunk], p)  # (Tc, N, 2, B)
-            h = h_all[start : start + base.shape[0]]
-            states = unfold(state, base, h, p["weights"], p["slope"], p["offset"], p["cm"], self.ode_unfolds)
-            outputs.append(states[:, :, : self.out_features])  # (Tc, B, H)
-            state = states[-1]
-        outputs = torch.cat(outputs) if len(outputs) > 1 else outputs[0]
-        y = self._map_outputs(outputs.transpose(0, 1))  # (T, B, H) -> (B, T, H)
+        h = dt.clamp_min(0.0) / self.ode_unfolds  # (B, T): the time of one unfold
+        run = self._run_compiled if self._use_compiled(x) else self._run_torch
+        potentials, state = run(x, h, state)  # (B, T, H) motor neurons, (B, N)
+        y = self._map_outputs(potentials)
         if mask is not None:
             y = y * mask.unsqueeze(-1).to(y.dtype)
         return y, state
@@ -431,25 +417,43 @@ class LTC(TemporalHead):
             and not torch.compiler.is_compiling()
         )
 
-    def _forward_compiled(self, x: Tensor, dt: Tensor, state: Tensor, mask: Tensor | None):
-        """``forward`` through heads/_ltc_kernels.py. Arguments already prepared (and masked)."""
+    def _run_compiled(self, x: Tensor, h: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        """The ODE through heads/_ltc_kernels.py. x (B, T, D), h (B, T), state (B, N) ->
+        motor potentials (B, T, H), state (B, N)."""
         p = self._derived(compiled=True)
         xm = self._map_inputs(x).contiguous()  # (B, T, D)
-        h = (dt.clamp_min(0.0) / self.ode_unfolds).contiguous()  # (B, T)
-        args = (xm, h, state.contiguous(), p["neuron"], p["sensory"], p["recurrent"], self.ode_unfolds)
+        args = (xm, h.contiguous(), state.contiguous(), p["neuron"], p["sensory"], p["recurrent"], self.ode_unfolds)
         if torch.is_grad_enabled():
             states = _ltc_kernels.FusedLTC.apply(*args)  # (B, T, N)
         else:
             states, _ = _ltc_kernels.fused_states(*args)
-        y = self._map_outputs(states[:, :, : self.out_features])
-        if mask is not None:
-            y = y * mask.unsqueeze(-1).to(y.dtype)
-        return y, states[:, -1]
+        return states[:, :, : self.out_features], states[:, -1]
 
     # -- the torch path ----------------------------------------------------------------------------
 
+    def _run_torch(self, x: Tensor, h: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        """The ODE in torch ops, in chunks of steps. Arguments and results as for ``_run_compiled``."""
+        p = self._derived()
+        steps = x.shape[1]
+        h_all = h.t().unsqueeze(-1)  # (T, B, 1)
+        chunk = max(1, _CHUNK_ELEMENTS // (2 * x.shape[0] * self.units))
+        if torch.onnx.is_in_onnx_export():
+            unfold = _unfold_plain
+        else:
+            unfold = _Unfold.apply if torch.is_grad_enabled() else _unfold_no_grad
+        outputs = []
+        for start in range(0, steps, chunk):
+            base = self._sensory(x[:, start : start + chunk], p)  # (Tc, N, 2, B)
+            h_chunk = h_all[start : start + base.shape[0]]
+            states = unfold(state, base, h_chunk, p["weights"], p["slope"], p["offset"], p["cm"], self.ode_unfolds)
+            outputs.append(states[:, :, : self.out_features])  # (Tc, B, H)
+            state = states[-1]
+        outputs = torch.cat(outputs) if len(outputs) > 1 else outputs[0]
+        return outputs.transpose(0, 1), state  # (T, B, H) -> (B, T, H)
+
     def _derived(self, compiled: bool = False) -> dict[str, Tensor]:
-        """Per-call constants in the layouts the fast path wants (computed once, not per unfold).
+        """Per-call constants in the layouts the torch path (with ``compiled``: the kernels) wants,
+        computed once per call, not per unfold.
 
         Without grad they are kept until a parameter or buffer changes (in place, which bumps its
         version, or replaced): a streaming step would otherwise spend a third of its time here.

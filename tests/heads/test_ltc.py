@@ -35,6 +35,18 @@ def reference(head, x, dt, state):
     return torch.stack(outputs, 1), state
 
 
+def run_with_grads(head, x, dt, start, mask=None, forward=None):
+    """Outputs and every gradient of one forward (``forward(head, x, dt, start)``, default the
+    head itself) + backward. x, dt and start require grad."""
+    for leaf in (x, dt, start, *head.parameters()):
+        leaf.grad = None
+    y, state = head(x, dt, start, mask) if forward is None else forward(head, x, dt, start)
+    (y.sin().sum() + (state**2).sum()).backward()
+    grads = {name: p.grad.clone() for name, p in head.named_parameters()}
+    return {"y": y.detach(), "state": state.detach(), "x": x.grad.clone(), "dt": dt.grad.clone(),
+            "start": start.grad.clone(), **grads}
+
+
 WIRINGS = [
     dict(),
     dict(wiring="random", wiring_kwargs=dict(sparsity=0.6, output_size=4, seed=3)),
@@ -53,23 +65,11 @@ def test_fast_path_equals_plain_loop_values_and_gradients(kwargs):
     dt.requires_grad_(True)
     start = torch.randn(3, head.units, dtype=x.dtype, requires_grad=True)
 
-    def run(fn):
-        for leaf in (x, dt, start, *head.parameters()):
-            leaf.grad = None
-        y, state = fn(head, x, dt, start)
-        (y.sin().sum() + (state**2).sum()).backward()
-        grads = {name: p.grad.clone() for name, p in head.named_parameters()}
-        return y, state, grads, x.grad.clone(), dt.grad.clone(), start.grad.clone()
-
-    fast = run(lambda h, *a: h(*a))
-    plain = run(reference)
+    fast = run_with_grads(head, x, dt, start)
+    plain = run_with_grads(head, x, dt, start, forward=reference)
     tol = dict(rtol=1e-9, atol=1e-11)
-    torch.testing.assert_close(fast[0], plain[0], **tol)
-    torch.testing.assert_close(fast[1], plain[1], **tol)
-    for name in fast[2]:
-        torch.testing.assert_close(fast[2][name], plain[2][name], **tol, msg=lambda m: f"{name}: {m}")
-    for a, b in zip(fast[3:], plain[3:]):  # x, dt, initial state
-        torch.testing.assert_close(a, b, **tol)
+    for name, value in plain.items():  # y, state, x, dt, initial state and every parameter
+        torch.testing.assert_close(fast[name], value, **tol, msg=lambda m: f"{name}: {m}")
 
 
 def test_fast_path_float32_close_to_float64():
@@ -82,17 +82,6 @@ def test_fast_path_float32_close_to_float64():
 
 
 needs_numba = pytest.mark.skipif(not _ltc_kernels.available(), reason="numba is not installed")
-
-
-def run_with_grads(head, x, dt, start, mask=None):
-    """Outputs and every gradient of one forward + backward. x, dt and start require grad."""
-    for leaf in (x, dt, start, *head.parameters()):
-        leaf.grad = None
-    y, state = head(x, dt, start, mask)
-    (y.sin().sum() + (state**2).sum()).backward()
-    grads = {name: p.grad.clone() for name, p in head.named_parameters()}
-    return {"y": y.detach(), "state": state.detach(), "x": x.grad.clone(), "dt": dt.grad.clone(),
-            "start": start.grad.clone(), **grads}
 
 
 @needs_numba
