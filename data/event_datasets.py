@@ -593,9 +593,8 @@ class EventClipDataset(Dataset):
                 raise DataError(f"{path}: no events left after the transform")
             origin = min(origin, int(events["t"][0]))  # time jitter may move events before the start
         events = rescale_events(events, self.sensor_size, self.frame_size, self.downsample)
-        windows = islice(slice_windows(events, self.window, t_start_us=origin), self.max_steps)
         frames, ends = [], []
-        for w in windows:
+        for w in self._windows(events, origin):
             frames.append(self.representation(w.events, self.frame_size, t_start=w.t_start_us, t_end=w.t_end_us))
             ends.append(w.t_end_us)
         if not frames:  # drop_last and a recording shorter than one window
@@ -611,8 +610,11 @@ class EventClipDataset(Dataset):
         this)."""
         events = self.events(index)
         origin = int(events["t"][0])
-        windows = islice(slice_windows(events, self.window, t_start_us=origin), self.max_steps)
-        return (np.asarray([w.t_end_us for w in windows], np.int64) - origin) / 1e6
+        return (np.asarray([w.t_end_us for w in self._windows(events, origin)], np.int64) - origin) / 1e6
+
+    def _windows(self, events: Events, origin: int):
+        """The item's windows (at most ``max_steps``), cut from ``origin`` (us)."""
+        return islice(slice_windows(events, self.window, t_start_us=origin), self.max_steps)
 
     def _cache_path(self, index: int) -> tuple[Path, str]:
         """(cache file, its full key) of item ``index``."""

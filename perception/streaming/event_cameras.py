@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from data import EVENT_DTYPE, Events, check_events
+from data import Events, check_events, make_events
 from perception.errors import PerceptionError
 
 POLL_S = 0.001               # dv_processing's getNextEventBatch() never blocks: wait this long when it has nothing
@@ -121,28 +121,21 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def canonical_events(batch: np.ndarray, fields: tuple[str, str, str, str], origin_us: int) -> Events:
-    """(N,) library events -> (N,) canonical events: ``fields`` names x, y, t (µs), p in ``batch``;
-    ``origin_us`` is subtracted from t; polarity > 0 is ON. Always a new array (libraries reuse buffers)."""
-    x, y, t, p = fields
-    events = np.empty(len(batch), EVENT_DTYPE)
-    # a negative coordinate wraps to >= 32768 here and is then refused by check_events as outside the sensor
-    events["x"], events["y"] = batch[x], batch[y]
-    events["t"] = batch[t] - origin_us
-    events["p"] = batch[p] > 0
-    return events
-
-
 def _checked(spec: str, name: str, batches: Iterator[np.ndarray], fields: tuple[str, str, str, str],
              sensor_size: tuple[int, int]) -> Iterator[Events]:
-    """Canonical, validated chunks from a library's batches; t counts from the first event."""
+    """Canonical, validated chunks from a library's batches, whose fields ``fields`` names x, y,
+    t (us), p (> 0 is ON); t counts from the first event."""
+    x, y, t, p = fields
     origin = last = None
     for batch in batches:
         if len(batch) == 0:
             continue
         if origin is None:
-            origin = int(batch[fields[2]][0])
-        events = check_events(canonical_events(batch, fields, origin), sensor_size, name=f"{spec} ({name})")
+            origin = int(batch[t][0])
+        # make_events copies (libraries reuse their buffers); a negative coordinate wraps to >= 32768
+        # there and check_events refuses it as outside the sensor.
+        events = check_events(make_events(batch[x], batch[y], batch[t] - origin, batch[p]), sensor_size,
+                              name=f"{spec} ({name})")
         if last is not None and events["t"][0] < last:
             raise PerceptionError(f"{spec} ({name}): the camera's timestamps went backwards "
                                   f"({last} -> {int(events['t'][0])} us after its first event)")
