@@ -3,7 +3,8 @@
 The math is that of ncps 1.0.1, so its models convert one to one (``heads.from_ncps``). Per step,
 with x (B, D) the input, h (B, n) the state and t (B, 1) the normalised elapsed time:
 
-    u  = backbone([x; h])                  Linears with the LeCun tanh 1.7159 tanh(0.666 .)
+    u  = backbone([x; h])                  Linears with the LeCun tanh 1.7159 tanh(0.666 .) (or
+                                           another of ncps's backbone activations)
     f1, f2, a, b = heads(u)                one Linear; its rows are the four heads in that order
     default:  g = sigmoid(a t + b),  h' = tanh(f1) (1 - g) + g tanh(f2)
     no_gate:  h' = tanh(f1) + g tanh(f2)
@@ -17,7 +18,9 @@ memory an LSTM cell first updates (h, c) from x and the CfC cells then start fro
 ``forward`` runs the whole sequence in a fused kernel (``heads._cfc_kernels``) with a hand-written
 backward. ``step`` without autograd (streaming) runs a lean kernel step on folded weights cached
 until a parameter changes; with autograd it is ``reference_step``, the plain per-step math that
-every fast path is tested against.
+every fast path is tested against. The kernels fold the LeCun tanh into their weights: a backbone
+with another activation (tanh, relu, silu, gelu; there for models converted from ncps) runs
+``reference_step`` in every case, slower but the same math.
 """
 from __future__ import annotations
 
@@ -61,6 +64,14 @@ def _pure_update(s: Tensor, t: Tensor, extra: tuple) -> Tensor:
 _MODES = {"default": (_default_update, 4), "no_gate": (_no_gate_update, 4), "pure": (_pure_update, 1)}
 
 
+def _lecun_tanh(z: Tensor) -> Tensor:
+    return kernels.LECUN_OUT * torch.tanh(kernels.LECUN_IN * z)
+
+
+# backbone activation name (ncps's names) -> function; the fused kernels know only lecun_tanh
+ACTIVATIONS = {"lecun_tanh": _lecun_tanh, "tanh": torch.tanh, "relu": F.relu, "silu": F.silu, "gelu": F.gelu}
+
+
 class _CfCLayer(nn.Module):
     """One CfC sub-cell over [input (B, I); its own state (B, n)].
 
@@ -70,9 +81,10 @@ class _CfCLayer(nn.Module):
     """
 
     def __init__(self, in_size: int, n: int, mode: str, backbone_units: int, backbone_layers: int,
-                 dropout: float, synapse_mask: np.ndarray | None = None):
+                 dropout: float, synapse_mask: np.ndarray | None = None, activation: str = "lecun_tanh"):
         super().__init__()
         self.mode, self.n, self.dropout = mode, n, dropout
+        self.activation = ACTIVATIONS[activation]
         widths = [in_size + n] + [backbone_units] * backbone_layers
         self.backbone = nn.ModuleList(nn.Linear(widths[j], widths[j + 1]) for j in range(backbone_layers))
         rows = _MODES[mode][1]
@@ -115,7 +127,7 @@ class _CfCLayer(nn.Module):
         """inp (B, I), h (B, n), dt (B, 1) -> new h (B, n)."""
         z = torch.cat([inp, h], 1)
         for lin in self.backbone:
-            z = kernels.LECUN_OUT * torch.tanh(kernels.LECUN_IN * F.linear(z, lin.weight, lin.bias))
+            z = self.activation(F.linear(z, lin.weight, lin.bias))
             if self.dropout > 0.0:
                 z = F.dropout(z, self.dropout, self.training)
         s = F.linear(z, self.heads_weight(), self.heads.bias)
@@ -158,6 +170,8 @@ class CfC(TemporalHead):
         backbone_layers: number of backbone Linears, 0 or more (default 1; dense only).
         backbone_dropout: dropout after each backbone layer while training (ncps applies it only
             after the second and later layers).
+        backbone_activation: one of ``ACTIVATIONS`` (default "lecun_tanh", ncps's default); any
+            other runs the plain step loop (dense only).
         mixed_memory: run an LSTM cell in front of the CfC cells; the state is then (h, c).
         wiring: None (dense), a name from ``heads.list_wirings()`` or a ``heads.Wiring``.
         wiring_kwargs: options for ``create_wiring`` when ``wiring`` is a name (output_size, ...).
@@ -171,6 +185,7 @@ class CfC(TemporalHead):
         backbone_units: int | None = None,
         backbone_layers: int | None = None,
         backbone_dropout: float = 0.0,
+        backbone_activation: str = "lecun_tanh",
         mixed_memory: bool = False,
         wiring: str | Wiring | None = None,
         wiring_kwargs: dict | None = None,
@@ -182,6 +197,10 @@ class CfC(TemporalHead):
             raise HeadError(f"cfc: hidden_size must be a positive integer, got {hidden_size!r}")
         if not 0.0 <= backbone_dropout < 1.0:
             raise HeadError(f"cfc: backbone_dropout must be in [0, 1), got {backbone_dropout!r}")
+        if backbone_activation not in ACTIVATIONS:
+            raise HeadError(f"cfc: unknown backbone_activation {backbone_activation!r}; "
+                            f"choose one of: {', '.join(ACTIVATIONS)}")
+        self.backbone_activation = backbone_activation
         self.wiring = _resolve_wiring(in_features, hidden_size, wiring, wiring_kwargs)
         self.in_features, self.mode, self.mixed_memory = in_features, mode, bool(mixed_memory)
         self.time_aware = True
@@ -193,11 +212,14 @@ class CfC(TemporalHead):
             if depth and (not isinstance(units, int) or units < 1):
                 raise HeadError(f"cfc: backbone_units must be a positive integer, got {units!r}")
             n = 64 if hidden_size is None else hidden_size
-            self.layers = nn.ModuleList([_CfCLayer(in_features, n, mode, units, depth, backbone_dropout)])
+            self.layers = nn.ModuleList([_CfCLayer(in_features, n, mode, units, depth, backbone_dropout,
+                                                   activation=backbone_activation)])
             sizes, out_size = (n,), n
         else:
-            if backbone_units is not None or backbone_layers not in (None, 0) or backbone_dropout:
-                raise HeadError("cfc: backbone_units, backbone_layers and backbone_dropout do not apply "
+            if (backbone_units is not None or backbone_layers not in (None, 0) or backbone_dropout
+                    or backbone_activation != "lecun_tanh"):
+                raise HeadError("cfc: backbone_units, backbone_layers, backbone_dropout and backbone_activation "
+                                "do not apply "
                                 "to a wired cfc (its sub-cells have no backbone, as in ncps)")
             w, depth = self.wiring, 0
             sizes = tuple(len(layer) for layer in w.layers)
@@ -236,7 +258,7 @@ class CfC(TemporalHead):
         Without autograd (streaming inference) this runs the lean kernel step on cached folded
         weights; with autograd, the plain per-step math (``reference_step``).
         """
-        if torch.is_grad_enabled() or self._dropping():
+        if torch.is_grad_enabled() or self._dropping() or not self._fused:
             return self.reference_step(x, dt, state)
         h, c = state if self.mixed_memory else (state, None)
         if dt.dtype != x.dtype:
@@ -265,6 +287,8 @@ class CfC(TemporalHead):
     def forward(self, x: Tensor, dt: Tensor | None = None, state: State | None = None,
                 mask: Tensor | None = None) -> tuple[Tensor, State]:
         """x (B, T, D), dt (B, T), mask (B, T) -> y (B, T, H), final state (fused kernel)."""
+        if not self._fused:
+            return super().forward(x, dt, state, mask)
         x, dt, state = self.prepare(x, dt, state)
         B, T = x.shape[:2]
         if mask is not None:
@@ -298,6 +322,11 @@ class CfC(TemporalHead):
                 ys.append(y)
         y = ys[0] if len(ys) == 1 else torch.cat(ys, 1)
         return y, ((h, c) if self.mixed_memory else h)
+
+    @property
+    def _fused(self) -> bool:
+        """Whether the fused kernels apply: they fold the LeCun tanh into the weights."""
+        return self.backbone_activation == "lecun_tanh" or self.plan.depth == 0
 
     def _dropping(self) -> bool:
         return self.training and self.backbone_dropout > 0.0 and self.plan.depth > 0
@@ -364,6 +393,10 @@ def _copy_heads(layer: _CfCLayer, cell: nn.Module, mask: Tensor | None) -> None:
         _copy(layer.amplitude, cell.A.reshape(-1), "A")
 
 
+# the classes ncps's CfCCell builds for its backbone_activation names
+_NCPS_ACTIVATIONS = {"LeCun": "lecun_tanh", "Tanh": "tanh", "ReLU": "relu", "SiLU": "silu", "GELU": "gelu"}
+
+
 def _cfc_from_cell(cell: nn.Module, mixed: bool) -> CfC:
     """Our head for an ncps CfCCell (dense)."""
     if getattr(cell, "sparsity_mask", None) is not None:
@@ -371,15 +404,16 @@ def _cfc_from_cell(cell: nn.Module, mixed: bool) -> CfC:
     depth = int(cell.backbone_layers)
     modules = list(cell.backbone) if depth else []
     linears = [m for m in modules if isinstance(m, nn.Linear)]
-    for m in modules:
-        if not isinstance(m, (nn.Linear, nn.Dropout)) and type(m).__name__ != "LeCun":
-            raise HeadError(
-                f"from_ncps: only the lecun_tanh backbone activation is supported, got {type(m).__name__}"
-            )
+    activations = {type(m).__name__ for m in modules if not isinstance(m, (nn.Linear, nn.Dropout))}
+    unknown = activations - set(_NCPS_ACTIVATIONS)
+    if unknown or len(activations) > 1:
+        raise HeadError(f"from_ncps: backbone activation {', '.join(sorted(activations))} is not supported; "
+                        f"supported: {', '.join(_NCPS_ACTIVATIONS.values())}")
+    activation = _NCPS_ACTIVATIONS[activations.pop()] if activations else "lecun_tanh"
     dropout = max((m.p for m in modules if isinstance(m, nn.Dropout)), default=0.0)
     head = CfC(int(cell.input_size), int(cell.hidden_size), mode=cell.mode,
                backbone_units=linears[0].out_features if depth else None, backbone_layers=depth,
-               backbone_dropout=dropout, mixed_memory=mixed)
+               backbone_dropout=dropout, backbone_activation=activation, mixed_memory=mixed)
     ours = head.layers[0]
     for j, (dst, src) in enumerate(zip(ours.backbone, linears)):
         _copy(dst.weight, src.weight, f"backbone Linear {j} weight")

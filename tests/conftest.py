@@ -1,4 +1,4 @@
-"""Fixtures shared by all tests: where the shared real recordings are.
+"""Fixtures shared by all tests: where the shared real recordings are; hypothesis's settings.
 
 The recordings live beside the repository (``../shared/data``), never inside it; ``LP_SHARED_DATA``
 points elsewhere. Tests that need them skip with the reason when the folder is absent.
@@ -6,11 +6,20 @@ points elsewhere. Tests that need them skip with the reason when the folder is a
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+from hypothesis.configuration import set_hypothesis_home_dir
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Property tests keep no example database, and hypothesis's other files (its cache of constants) go
+# to a temporary folder: it would otherwise write .hypothesis/ into the working folder (the repository).
+settings.register_profile("liquid-perception", database=None)
+settings.load_profile("liquid-perception")
+set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "liquid-perception-hypothesis")
 
 
 def shared_data_dir() -> Path:

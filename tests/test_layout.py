@@ -1,4 +1,4 @@
-"""The four packages resolve inside this repository (DESIGN.md section 1) and obey the import direction."""
+"""The four packages resolve inside this repository and obey the import direction; tests write nothing into it."""
 import ast
 import importlib
 from pathlib import Path
@@ -52,3 +52,11 @@ def test_check_layout_refuses_a_shadowing_data_folder(tmp_path, monkeypatch):
     importlib.invalidate_caches()
     with pytest.raises(ImportError, match=r"'data' resolves to .*shadows it"):
         check_layout()
+
+
+def test_hypothesis_writes_outside_the_repository():
+    from hypothesis import settings
+    from hypothesis.configuration import storage_directory
+
+    assert settings.default.database is None
+    assert REPO not in storage_directory("constants", intent_to_write=False).path.resolve().parents

@@ -1,8 +1,8 @@
 """The test conditions of the head comparison, all on the built-in dataset's test split.
 
-- timing irregularity: the same scenes with per-frame jitter 0 (regular), 0.3 (as in training),
-  0.6 and 0.9 periods: only the observation times change (``SyntheticConfig.jitter`` scales the same
-  random draws);
+- timing irregularity: the same scenes with per-frame jitter 0 (regular), 0.3, 0.6 and 0.9 periods,
+  and the jitter the models were trained with (0.3 by default; a checkpoint's own otherwise): only the
+  observation times change (``SyntheticConfig.jitter`` scales the same random draws);
 - dropped observations: each observation after the first dropped with probability 0.15, 0.3, 0.5
   (event windows merge, so dt grows and nothing is lost);
 - input noise: frames get Gaussian pixel noise, events extra background events per pixel per second.
@@ -41,8 +41,9 @@ class Condition:
         return f"{self.family}={self.level:g}"
 
 
-def list_conditions(modality: str, quick: bool = False) -> list[Condition]:
-    jitters = (0.0, TRAINING_JITTER, 0.9) if quick else JITTER_LEVELS
+def list_conditions(modality: str, quick: bool = False, training_jitter: float = TRAINING_JITTER) -> list[Condition]:
+    """The test conditions; the timing levels always include ``training_jitter`` (the training timing)."""
+    jitters = sorted({*((0.0, 0.9) if quick else JITTER_LEVELS), float(training_jitter)})
     drops = (0.3,) if quick else DROP_LEVELS
     noises = NOISE_LEVELS[modality][1:2] if quick else NOISE_LEVELS[modality]
     return ([Condition("timing", j) for j in jitters] + [Condition("drop", d) for d in drops]
@@ -83,10 +84,15 @@ class ConditionSets:
             self._bases[jitter] = SyntheticMotionDataset("test", self.test_size, dm.modality, dm.seed, config)
         return self._bases[jitter]
 
+    @property
+    def training_jitter(self) -> float:
+        """The timing jitter of the training data: drop and noise conditions perturb clips timed so."""
+        return float(self.datamodule.config.jitter)
+
     def loader(self, condition: Condition) -> DataLoader:
-        jitter = condition.level if condition.family == "timing" else TRAINING_JITTER
+        jitter = condition.level if condition.family == "timing" else self.training_jitter
         dataset = PerturbedClips(self.base(jitter), condition, seed=self.datamodule.seed)
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, collate_fn=collate_clips)
 
     def labels(self) -> np.ndarray:
-        return self.base(TRAINING_JITTER).labels
+        return self.base(self.training_jitter).labels

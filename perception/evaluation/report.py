@@ -108,9 +108,11 @@ def _curve(s: dict, points: list, base: str | None) -> tuple[list, list, list]:
     return xs, [100 * s[n] for n in names], [100 * s[f"{n}_sd"] for n in names]
 
 
-def plot(summary: list[dict], conditions, modality: str, noise_unit: str, folder: Path,
-         base: str = "timing=0.3") -> list[Path]:
-    """PNG plots: accuracy vs timing irregularity and dropped steps, vs noise, vs latency, vs parameters."""
+def plot(summary: list[dict], conditions, modality: str, noise_unit: str, folder: Path, base: str) -> list[Path]:
+    """PNG plots: accuracy vs timing irregularity and dropped steps, vs noise, vs latency, vs parameters.
+
+    ``base`` names the training-timing condition: the drop and noise curves start from it at x = 0.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -165,12 +167,15 @@ def plot(summary: list[dict], conditions, modality: str, noise_unit: str, folder
 
 
 def write_report(folder: Path, rows: list[dict], summary: list[dict], conditions, setup: dict,
-                 modality: str, noise_unit: str, make_plots: bool = True) -> list[Path]:
-    """Write results.csv, summary.csv, report.md and the plots into ``folder``; the paths written."""
+                 modality: str, noise_unit: str, make_plots: bool = True, training: str = "timing=0.3") -> list[Path]:
+    """Write results.csv, summary.csv, report.md and the plots into ``folder``; the paths written.
+
+    ``training`` names the condition with the models' training timing (``timing=<jitter>``).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     written = [atomic_write(folder / "results.csv", lambda tmp: tmp.write_text(_csv_text(rows))),
                atomic_write(folder / "summary.csv", lambda tmp: tmp.write_text(_csv_text(summary)))]
-    plots = plot(summary, conditions, modality, noise_unit, folder) if make_plots else []
+    plots = plot(summary, conditions, modality, noise_unit, folder, training) if make_plots else []
     written += plots
 
     has_pairs = "appearance" in summary[0]
@@ -186,7 +191,7 @@ def write_report(folder: Path, rows: list[dict], summary: list[dict], conditions
              + (f"mean ± standard deviation over {setup['seeds']} seeds. " if setup["seeds"] > 1 else "one seed (no spread). ")
              + f"Accuracy in %, on {setup['test_size']} test clips per condition.", "",
              "## Set-up", ""]
-    lines += [f"- {k}: {v}" for k, v in setup.items()]
+    lines += [f"- {k}: {v}" for k, v in setup.items()] + [f"- training timing: {training}"]
     lines += ["", "## Results", "",
               f"Columns: regular = {timing[0].name}, most irregular = {timing[-1].name}, dropped = "
               f"{drops[len(drops) // 2].name}, noisiest = {noises[-1].name} ({noise_unit}). Every condition "

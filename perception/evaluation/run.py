@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from heads import head_entry, list_heads
 from perception.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from perception.errors import PerceptionError
-from perception.evaluation.conditions import NOISE_UNIT, TRAINING_JITTER, Condition, ConditionSets, list_conditions
+from perception.evaluation.conditions import NOISE_UNIT, Condition, ConditionSets, list_conditions
 from perception.evaluation.measure import PeakMemory, accuracy_by_group, predict, step_latency_us
 from perception.evaluation.report import summarise, write_report
 from perception.model import count_parameters
@@ -103,7 +103,7 @@ def _measure(model, sets: ConditionSets, conditions: list[Condition], pair_of: d
     for condition in conditions:
         preds, labels = predict(model, sets.loader(condition))
         row[condition.name] = float((preds == labels).mean())
-        if condition.family == "timing" and condition.level == TRAINING_JITTER:
+        if condition.family == "timing" and condition.level == sets.training_jitter:
             row["acc"] = row[condition.name]
             row.update(accuracy_by_group(preds, labels, pair_of))
     return row
@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> dict:
         train = datamodule.split("train")
         for i in range(len(train)):
             train[i]
-    conditions = list_conditions(modality, quick=args.quick)
+    conditions = list_conditions(modality, quick=args.quick, training_jitter=datamodule.config.jitter)
     sets = ConditionSets(datamodule, conditions, budget.test_size, budget.batch_size)
     kinds = datamodule.pair_kinds()
     pair_of = {k: kinds[name] for k, name in enumerate(datamodule.classes)}
@@ -198,6 +198,6 @@ def run(args: argparse.Namespace) -> dict:
              "test_size": budget.test_size, "seeds": len(seeds) if not args.checkpoints else 1,
              "torch threads": torch.get_num_threads()}
     written = write_report(args.output, rows, summary, conditions, setup, modality, NOISE_UNIT[modality],
-                           make_plots=not args.no_plots)
+                           make_plots=not args.no_plots, training=f"timing={sets.training_jitter:g}")
     print(f"report: {written[0]}")
     return {"rows": rows, "summary": summary}

@@ -46,7 +46,9 @@ def test_state_dict_without_batch_counters_loads(tmp_path) -> None:
     state = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
     path = tmp_path / "old.pt"
     torch.save(state, path)
-    create_backbone("small", 2, weights=path)
+    loaded = create_backbone("small", 2, weights=path)
+    for key, value in state.items():
+        torch.testing.assert_close(loaded.state_dict()[key], value, rtol=0, atol=0, msg=key)
 
 
 def test_missing_file_raises(tmp_path) -> None:

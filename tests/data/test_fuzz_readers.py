@@ -185,7 +185,7 @@ def _real_seed(folder: Path, name: str) -> tuple[bytes, int]:
             data = data[: header + (CUT_BYTES - header) // unit * unit]
     elif path.suffix == ".bin":
         header = 5  # no header: treat the first record as one
-    else:  # AEDAT 4: a cut file loses its stream index and does not decode, so the whole file
+    else:  # AEDAT 4: a file cut anywhere but just before its trailing index does not decode, so the whole file
         header = 2048
     return data, header
 

@@ -3,6 +3,7 @@ and the conversion from ncps 1.0.1. The generic head contract is in test_contrac
 
 Shapes: B batch, T time, D input features, H output features, N state size.
 """
+import numpy as np
 import pytest
 import torch
 
@@ -433,9 +434,47 @@ def test_from_ncps_cfc_wrapper(wired, mixed):
     torch.testing.assert_close(y, y_ref, **NCPS_TOL)
 
 
+@pytest.mark.parametrize("activation", ["tanh", "relu", "silu", "gelu"])
+def test_from_ncps_cfc_cell_with_other_backbone_activations(activation):
+    nt, nw = ncps_torch_and_wirings()
+    torch.manual_seed(0)
+    cell = nt.CfCCell(D, 8, backbone_activation=activation, backbone_units=16, backbone_layers=2).eval()
+    ours = from_ncps(cell)
+    assert ours.backbone_activation == activation
+    assert_agrees_with_ncps(ours, cell, 8)
+
+
+def test_other_backbone_activations_keep_the_head_contract():
+    """Another activation runs the plain step loop: masks, gradients and streaming as the fused path."""
+    torch.manual_seed(0)
+    head = create_head("cfc", D, hidden_size=6, backbone_activation="silu", backbone_units=10)
+    x, dt = torch.randn(3, 5, D, requires_grad=True), torch.rand(3, 5) + 0.1
+    mask = torch.ones(3, 5, dtype=torch.bool)
+    mask[1, 3:] = False
+    y, h = head(x, dt, mask=mask)
+    assert (y[1, 3:] == 0).all()
+    y_alone, h_alone = head(x[1:2, :3], dt[1:2, :3])
+    torch.testing.assert_close(y[1:2, :3], y_alone)
+    torch.testing.assert_close(h[1:2], h_alone)
+    y.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
+    with torch.no_grad():
+        y_step, _ = head.step(x[:, 0], dt[:, :1], head.init_state(3))
+    torch.testing.assert_close(y_step, y[:, 0].detach())
+    lecun = create_head("cfc", D, hidden_size=6, backbone_units=10)
+    lecun.load_state_dict(head.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(lecun(x, dt)[0], head(x, dt)[0])  # the activation really changes the math
+
+
 def test_from_ncps_refuses_what_it_cannot_reproduce():
     nt, nw = ncps_torch_and_wirings()
     with pytest.raises(HeadError, match="proj_size is not supported"):
         from_ncps(nt.CfC(D, 8, proj_size=3))
-    with pytest.raises(HeadError, match="lecun_tanh"):
-        from_ncps(nt.CfCCell(D, 8, backbone_activation="relu"))
+    with pytest.raises(HeadError, match="sparsity_mask is not supported"):
+        from_ncps(nt.CfCCell(D, 8, backbone_layers=0, sparsity_mask=np.ones((D + 8, 8))))
+    with pytest.raises(HeadError, match="unknown backbone_activation"):
+        create_head("cfc", D, backbone_activation="softsign")
+    with pytest.raises(HeadError, match="do not apply to a wired cfc"):
+        create_head("cfc", D, wiring="autoncp", hidden_size=16, wiring_kwargs=dict(output_size=4),
+                    backbone_activation="relu")

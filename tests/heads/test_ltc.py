@@ -127,8 +127,11 @@ def test_compiled_path_is_independent_of_the_thread_count():
         two = run_with_grads(head, x, dt, start)
     finally:
         torch.set_num_threads(threads)
-    for name in ("y", "state", "x", "dt", "start"):  # per sample: the same arithmetic
-        assert torch.equal(one[name], two[name]), name
+    # Per sample the kernels do the same arithmetic whatever the thread count, but the torch ops
+    # around them (the input map, the sensory synapses) may split their work by thread and round
+    # the last bit differently on another CPU: a few float32 ulp, not bit-equality, is promised.
+    for name in ("y", "state", "x", "dt", "start"):
+        torch.testing.assert_close(one[name], two[name], rtol=4e-7, atol=4e-7, msg=lambda m: f"{name}: {m}")
     for name in dict(head.named_parameters()):  # summed over blocks in another order
         torch.testing.assert_close(one[name], two[name], rtol=1e-5, atol=1e-6)
 
@@ -153,11 +156,26 @@ def test_compiled_gate_is_the_sigmoid():
 
 
 @needs_numba
-def test_float64_and_export_use_the_torch_path():
-    head = build(dtype=torch.float64)
-    x, _ = inputs(1, 2)
-    assert not head._use_compiled(x)
-    assert head.float()._use_compiled(x.float())
+def test_float64_and_export_use_the_torch_path(monkeypatch, tmp_path):
+    """Only float32 eager CPU work reaches the kernels: float64, tracing and ONNX export run torch ops."""
+    head = build(dtype=torch.float32).eval()
+    x, dt = inputs(1, 3, dtype=torch.float32)
+    with torch.no_grad():
+        expected, _ = head(x, dt)
+    paths = []
+    run_compiled, run_torch = head._run_compiled, head._run_torch
+    monkeypatch.setattr(head, "_run_compiled", lambda *a: paths.append("compiled") or run_compiled(*a))
+    monkeypatch.setattr(head, "_run_torch", lambda *a: paths.append("torch") or run_torch(*a))
+    with torch.no_grad():
+        head(x, dt)
+        assert paths == ["compiled"]
+        traced = torch.jit.trace(head, (x, dt), check_trace=False)
+        assert paths[1:] == ["torch"]
+        torch.testing.assert_close(traced(x, dt)[0], expected, rtol=1e-5, atol=1e-5)
+        torch.onnx.export(head, (x, dt), str(tmp_path / "ltc.onnx"), dynamo=False, opset_version=17)
+        assert paths[2:] == ["torch"]
+        head.double()(x.double(), dt.double())
+        assert paths[3:] == ["torch"]
 
 
 def test_sensory_chunks_give_the_same_result(monkeypatch):
@@ -167,8 +185,9 @@ def test_sensory_chunks_give_the_same_result(monkeypatch):
     monkeypatch.setattr(ltc_module, "_CHUNK_ELEMENTS", 2 * 2 * head.units * 3)  # 3 steps a chunk
     monkeypatch.setattr(ltc_module, "_SENSORY_BLOCK", 3 * head.units * D)  # 3 rows a block
     y_chunked, state_chunked = head(x, dt)
-    torch.testing.assert_close(y_chunked, y, rtol=0, atol=0)
-    torch.testing.assert_close(state_chunked, state, rtol=0, atol=0)
+    # Matrix products over other row blocks may round the last bit differently (BLAS kernels).
+    torch.testing.assert_close(y_chunked, y, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(state_chunked, state, rtol=1e-12, atol=1e-12)
 
 
 def test_no_grad_constants_follow_parameter_changes():
@@ -180,7 +199,8 @@ def test_no_grad_constants_follow_parameter_changes():
         torch.testing.assert_close(head(x, dt)[0], before, rtol=0, atol=0)  # from the cache
         head.sigma.mul_(0.5)  # in place, as an optimizer step
         changed, _ = head(x, dt)
-    torch.testing.assert_close(changed, head(x, dt)[0].detach(), rtol=0, atol=0)  # grad path: no cache
+    # The grad path derives the weights anew: the same values up to rounding.
+    torch.testing.assert_close(changed, head(x, dt)[0].detach(), rtol=1e-6, atol=1e-6)
     assert not torch.allclose(changed, before)
     other = build(dtype=torch.float32, seed=7)
     head.load_state_dict(other.state_dict())

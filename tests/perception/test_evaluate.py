@@ -69,3 +69,25 @@ def test_findings_say_where_the_liquid_heads_do_not_win():
     assert lines[1] == "Speed pair: best cfc (90.0%)."
     assert "heads that use dt averaged 90.0%, heads that ignore it 50.0%" in lines[2]
     assert lines[3] == "Fastest streaming step: gru (400 µs at batch 1)."
+
+
+def test_checkpoints_are_measured_under_their_own_training_timing(tmp_path):
+    """A model trained with jitter 0.45 has its `acc` (training timing) measured at timing=0.45."""
+    import csv as _csv
+
+    from perception.checkpoint import save_checkpoint
+    from perception.model import PerceptionModel
+    from perception.training.data import SyntheticDataModule
+
+    datamodule = SyntheticDataModule(modality="events", size=32, jitter=0.45, normalize="standard")
+    torch.manual_seed(0)
+    model = PerceptionModel(datamodule.in_channels, datamodule.num_classes, backbone_kwargs={"width": 0.5},
+                            head="gru", time_scale=0.05).eval()
+    ckpt = save_checkpoint(tmp_path / "gru.ckpt", model, datamodule.classes, datamodule.preprocessing,
+                           {"datamodule_hyper_parameters": dict(datamodule.hparams)})
+    out = tmp_path / "report"
+    assert main(["evaluate", *TINY, "--checkpoints", str(ckpt), "--output", str(out), "--no-plots"]) == 0
+    (row,) = list(_csv.DictReader((out / "results.csv").open()))
+    assert "timing=0.45" in row and "timing=0.3" not in row
+    assert float(row["acc"]) == float(row["timing=0.45"])
+    assert "- training timing: timing=0.45" in (out / "report.md").read_text()
