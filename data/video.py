@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+# cv2 before av: PyAV's wheel bundles a private libxcb, and OpenCV's Qt window, loaded after it,
+# binds to that copy and freezes (PyAV-Org/PyAV#1050).
+import cv2  # isort: skip
 import av
-import cv2
 import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 

@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # OpenCV before anything that loads PyAV (the data layer does): PyAV's wheel bundles a private libxcb,
+    # and OpenCV's Qt window, loaded after it, binds to that copy and freezes (PyAV-Org/PyAV#1050)
+    import cv2  # noqa: F401
     import torch
 
     from perception.checkpoint import load_checkpoint

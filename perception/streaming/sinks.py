@@ -5,8 +5,10 @@ Ctrl-C or a camera that disconnects), so a crash never leaves half a file under 
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import sys
 import tempfile
 import time
 from collections import deque
@@ -129,13 +131,14 @@ class WindowSink:
     """A live window (OpenCV) with the overlay; closing it (or q / Esc) stops the stream."""
 
     def __init__(self, classes: list[str], title: str = "perception") -> None:
-        if not display_available():
-            raise PerceptionError("--show: no display here (or OpenCV was built without GUI support); "
-                                  "use --headless with --output FILE.mp4 or --jsonl FILE")
+        problem = display_problem()
+        if problem is not None:
+            raise PerceptionError(f"--show: {problem}; use --headless with --output FILE.mp4 or --jsonl FILE")
         self.overlay, self.title, self.stopped = Overlay(classes), title, False
 
     def write(self, result: StepResult) -> None:
         cv2.imshow(self.title, cv2.cvtColor(self.overlay.draw(result), cv2.COLOR_RGB2BGR))
+        # waitKey also runs the GUI's event loop: without it the window is never painted
         if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
             self.stopped = True
 
@@ -143,10 +146,70 @@ class WindowSink:
         cv2.destroyAllWindows()
 
 
-def display_available() -> bool:
-    """Whether a window can be shown: a display and an OpenCV with GUI support."""
-    if os.name != "nt" and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        return False
+def gui_backend() -> str:
+    """OpenCV's GUI backend as its build information names it ("QT5", "GTK3", "WIN32UI", ...; "NONE")."""
     info = cv2.getBuildInformation()
-    gui = info.split("GUI:", 1)[1].split("\n", 1)[0].strip() if "GUI:" in info else "NONE"
-    return gui.upper() != "NONE"
+    return info.split("GUI:", 1)[1].split("\n", 1)[0].strip().upper() if "GUI:" in info else "NONE"
+
+
+def display_problem() -> str | None:
+    """Why no window can be shown here, or None when one can."""
+    gui = gui_backend()
+    if gui == "NONE":
+        return "this OpenCV was built without GUI support (opencv-python-headless?); install opencv-python"
+    if os.name == "nt":
+        return None
+    display, wayland = os.environ.get("DISPLAY"), os.environ.get("WAYLAND_DISPLAY")
+    if sys.platform.startswith("linux"):
+        # OpenCV's Qt aborts the whole process when it cannot reach the X server: ask the server first
+        if display and _x_server_answers(display):
+            clash = _foreign_xcb()
+            if clash is not None:
+                return (f"OpenCV's window would freeze: {clash} was loaded before OpenCV "
+                        "(import cv2 before av)")
+            return None
+        if wayland and gui.startswith("GTK"):  # the Qt in OpenCV's wheels speaks X11 only; GTK also Wayland
+            return None
+        return f"the X display {display} cannot be opened" if display else "no display here (DISPLAY is not set)"
+    return None if display or wayland else "no display here (DISPLAY is not set)"
+
+
+def display_available() -> bool:
+    """Whether a window can be shown: a display that answers and an OpenCV with GUI support."""
+    return display_problem() is None
+
+
+def _x_server_answers(display: str) -> bool:
+    """Whether the X server ``display`` accepts a connection, asked through libxcb as Qt's X11 plugin does."""
+    try:
+        xcb = ctypes.CDLL("libxcb.so.1")
+    except OSError:  # no libxcb: no X11 client can run here
+        return False
+    xcb.xcb_connect.restype = ctypes.c_void_p
+    xcb.xcb_connect.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+    xcb.xcb_connection_has_error.argtypes = [ctypes.c_void_p]
+    xcb.xcb_disconnect.argtypes = [ctypes.c_void_p]
+    connection = xcb.xcb_connect(display.encode(), None)  # never NULL: a failed one carries the error
+    try:
+        return xcb.xcb_connection_has_error(connection) == 0
+    finally:
+        xcb.xcb_disconnect(connection)
+
+
+def _foreign_xcb() -> str | None:
+    """The private libxcb copy of another wheel (PyAV's) that OpenCV's Qt would bind to, or None.
+
+    Wheels bundle X libraries under the same hashed names; whichever loads first is the one the
+    process uses, and OpenCV's Qt on PyAV's copy spins forever in its first ``imshow``.
+    """
+    ours = Path(cv2.__file__).resolve().parent.parent / "opencv_python.libs"
+    try:
+        names = {path.name for path in ours.glob("libxcb*")}
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return None
+    for line in maps.splitlines():
+        path = Path(line.split(maxsplit=5)[-1])
+        if path.name in names and path.parent.name != ours.name:
+            return f"{path.parent.name}/{path.name}"
+    return None
