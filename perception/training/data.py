@@ -11,6 +11,7 @@ from typing import Any
 
 import lightning as L
 import numpy as np
+import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from data import (
@@ -25,6 +26,7 @@ from data import (
 from data.collate import clip_dt
 from data.synthetic import DEFAULT_SIZES, SyntheticConfig, SyntheticMotionDataset, class_names, pair_kinds
 from perception.errors import PerceptionError
+from perception.training.resume import ResumableLoader
 
 
 class InMemory(Dataset):
@@ -52,19 +54,32 @@ class InMemory(Dataset):
 
 class EpochShuffle(Sampler[int]):
     """A shuffle drawn from (seed, epoch) alone, so a resumed run sees the same order an
-    uninterrupted one would have (Lightning calls ``set_epoch`` before every epoch)."""
+    uninterrupted one would have (Lightning calls ``set_epoch`` before every epoch).
 
-    def __init__(self, size: int, seed: int) -> None:
+    ``set_epoch`` also reaches the dataset when it has one (``VideoFolderDataset``,
+    ``EventClipDataset``): its augmentation draws come from ``(seed, epoch, index)``.
+    """
+
+    def __init__(self, size: int, seed: int, dataset: Dataset | None = None) -> None:
         self.size, self.seed, self.epoch = size, seed, 0
+        self.epoch_follower = epoch_follower(dataset)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+        if self.epoch_follower is not None:
+            self.epoch_follower.set_epoch(self.epoch)
 
     def __iter__(self):
         return iter(np.random.default_rng((self.seed, self.epoch)).permutation(self.size).tolist())
 
     def __len__(self) -> int:
         return self.size
+
+
+def epoch_follower(dataset: Dataset | None):
+    """The dataset (or the dataset under a ``Subset``) whose ``set_epoch`` changes its draws, or None."""
+    base = dataset.dataset if isinstance(dataset, Subset) else dataset
+    return base if callable(getattr(base, "set_epoch", None)) else None
 
 
 class ClipDataModule(L.LightningDataModule):
@@ -134,11 +149,16 @@ class ClipDataModule(L.LightningDataModule):
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         dataset = self.split(name)
-        sampler = EpochShuffle(len(dataset), self.shuffle_seed) if shuffle else None
-        return DataLoader(
-            dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
-            collate_fn=collate_clips, persistent_workers=self.num_workers > 0,
-        )
+        # Workers copy the dataset when they start: a dataset with per-epoch draws needs fresh ones
+        # every epoch to see its epoch.
+        persistent = self.num_workers > 0 and not (shuffle and epoch_follower(dataset) is not None)
+        options = {"batch_size": self.batch_size, "num_workers": self.num_workers, "collate_fn": collate_clips,
+                   "persistent_workers": persistent,
+                   # worker seeds from the loader's own generator: loading never draws from the global one
+                   "generator": torch.Generator().manual_seed(self.shuffle_seed)}
+        if shuffle:  # training: a pass resumes where a checkpoint left it (see perception.training.resume)
+            return ResumableLoader(dataset, sampler=EpochShuffle(len(dataset), self.shuffle_seed, dataset), **options)
+        return DataLoader(dataset, **options)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -18,6 +18,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from perception.checkpoint import checkpoint_payload
 from perception.errors import PerceptionError
 from perception.model import PerceptionModel
+from perception.training.resume import RNG_KEY, load_pending_loader_states, rng_state, set_rng_state
 
 LOSSES = ("last", "every")
 
@@ -73,12 +74,32 @@ class PerceptionModule(L.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        # The epoch's running train/acc goes into checkpoints: a run resumed mid-epoch reports the
+        # same train/acc for that epoch as an uninterrupted one (on_train_batch_start empties it when
+        # the resumed run starts a new epoch).
+        self.train_acc.persistent(True)
+        self._resumed_rng: dict[str, Any] | None = None
 
     # -- set-up
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if self.hparams.time_scale is None and stage == "fit" and datamodule is not None:
             self.model.set_time_scale(datamodule.time_scale)
+
+    def on_train_start(self) -> None:
+        # Resuming: the train loader's place in its pass, then the random generators as they were when
+        # the checkpoint was written (last, so that nothing draws from them in between).
+        if self.trainer.ckpt_path is not None:
+            load_pending_loader_states(self.trainer)
+            if self._resumed_rng is not None:
+                set_rng_state(self._resumed_rng)
+        self._resumed_rng = None
+
+    def on_train_batch_start(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        # Lightning empties the running train/acc after each epoch, but a run resumed from a
+        # checkpoint written at an epoch's end goes on to the next epoch without that step.
+        if batch_idx == 0:
+            self.train_acc.reset()
 
     # -- the steps
     def forward(self, x: Tensor, dt: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -135,6 +156,11 @@ class PerceptionModule(L.LightningModule):
         progress = min(1.0, (step - warm) / max(1, total - warm))
         return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * progress))
 
-    # -- checkpoints carry what inference needs, as plain values (DESIGN.md section 5)
+    # -- checkpoints carry what inference needs, as plain values (DESIGN.md section 5), and the
+    # random state a resumed run continues from
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint.update(checkpoint_payload(self.model, self.classes, self.preprocessing))
+        checkpoint[RNG_KEY] = rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._resumed_rng = checkpoint.get(RNG_KEY)  # applied at train start, after the set-up has drawn
