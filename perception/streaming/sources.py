@@ -12,12 +12,16 @@ Event sources are cut into windows exactly as the checkpoint's preprocessing say
 count, overlap). Every observation carries ``t``: the source's own time in seconds (container
 timestamps for video, the window's end for events, capture time for webcams; for an event
 camera, the window's end on the camera's clock, counted from its first event).
+
+Recorded sources (files) are decoded in a thread a few items ahead of the model (``ReadAhead``):
+decoding (numba, PyAV) releases the GIL, so it runs on one core while window cutting,
+preprocessing and the model run on another. The observations are the same either way.
 """
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +46,8 @@ from perception.streaming.event_cameras import open_camera
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".gif")
 JOIN_S = 2.0  # how long closing a live source waits for its reader thread to release the device
+READ_AHEAD = 4  # items (event chunks, frames) a recorded source decodes ahead of the consumer
+POLL_S = 0.05   # how often a read-ahead thread blocked on a full queue checks whether it was stopped
 
 
 @dataclass
@@ -75,6 +81,88 @@ class Source:
             close()
         if hasattr(self.observations, "close"):
             self.observations.close()
+
+
+class ReadAhead:
+    """An iterator over ``items`` that a thread runs, at most ``depth`` items ahead of the consumer.
+
+    The same items in the same order; an exception raised by ``items`` is raised by ``__next__``
+    after the items before it. The thread starts at the first ``next()``, and ``items`` is closed
+    in it when it ends (a generator cannot be closed from another thread while it runs).
+    ``close()`` (safe to call twice) stops the thread.
+    """
+
+    _END = object()
+
+    def __init__(self, items: Iterator, depth: int = READ_AHEAD) -> None:
+        self._items = items
+        self._pending: queue.Queue = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._done = False
+
+    def __iter__(self) -> "ReadAhead":
+        return self
+
+    def __next__(self) -> Any:
+        if self._done:
+            raise StopIteration
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._read, name="perception-read-ahead", daemon=True)
+            self._thread.start()
+        item = self._pending.get()
+        if item is self._END or isinstance(item, _Failure):
+            self._done = True
+            self._thread.join()
+            if isinstance(item, _Failure):
+                raise item.error
+            raise StopIteration
+        return item
+
+    def _read(self) -> None:
+        try:
+            for item in self._items:
+                if not self._put(item):
+                    return
+            self._put(self._END)
+        except BaseException as exc:  # noqa: BLE001 - whatever it is, the consumer raises it
+            self._put(_Failure(exc))
+        finally:
+            if hasattr(self._items, "close"):
+                self._items.close()
+
+    def _put(self, item) -> bool:
+        """Queue ``item``, waiting while the queue is full; False once the consumer stopped us."""
+        while not self._stop.is_set():
+            try:
+                self._pending.put(item, timeout=POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def close(self) -> None:
+        self._stop.set()
+        self._done = True
+        if self._thread is None:
+            if hasattr(self._items, "close"):
+                self._items.close()  # never started: nobody else runs it
+        else:
+            self._thread.join(JOIN_S)
+
+
+@dataclass
+class _Failure:
+    """An exception raised in a read-ahead thread, on its way to the consumer."""
+
+    error: BaseException
+
+
+def _read_ahead(name: str, kind: str, items: Iterator, observations: Callable[[Iterator], Iterator[Observation]],
+                sensor_size: tuple[int, int] | None = None) -> Source:
+    """A recorded Source: ``observations(items)``, with ``items`` (chunks, frames) made by a ReadAhead."""
+    ahead = ReadAhead(items)
+    return Source(name, kind, False, observations(ahead), sensor_size, [ahead.close])
 
 
 def _frames(pairs) -> Iterator[Observation]:
@@ -153,14 +241,20 @@ def open_source(spec: str, preprocessing: dict[str, Any]) -> Source:
         if simulated:
             _expect(modality, "events", spec)
             size = tuple(preprocessing["frame_size"])
-            return Source(spec, "events", False, _windows(_simulated(iter_video(path), size), spec_window), size)
+            # Simulating costs more than cutting and the model: it is the part that runs ahead.
+            return _read_ahead(spec, "events", _simulated(iter_video(path), size),
+                               lambda events: _windows(events, spec_window), size)
         _expect(modality, "frames", spec)
         size = tuple(int(v) for v in preprocessing["size"])
         # The decoder scales and converts in one pass, as the video-folder dataset reads its clips.
-        return Source(spec, "frame", False, _frames(iter_video(path, size=size, grey=bool(preprocessing.get("grey")))))
+        frames = iter_video(path, size=size, grey=bool(preprocessing.get("grey")))
+        return _read_ahead(spec, "frame", frames, _frames)
     _expect(modality, "events", spec)
     size = stated_sensor_size(path) or probe_events(path).sensor_size  # probing decodes the whole file
-    return Source(spec, "events", False, _windows(iter_events(path), spec_window), tuple(size))
+    # The chunks are decoded ahead and the windows cut in the consumer's thread: reading (decoding,
+    # order and bounds checks) and cutting + preprocessing + model then cost about the same, so
+    # neither thread waits long for the other.
+    return _read_ahead(spec, "events", iter_events(path), lambda chunks: _windows(chunks, spec_window), tuple(size))
 
 
 def _expect(modality: str, needed: str, spec: str) -> None:

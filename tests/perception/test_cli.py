@@ -1,5 +1,4 @@
-"""The `perception` command line: help, one-line errors with exit status 2, the heads benchmark."""
-import json
+"""The `perception` command line: help, and one-line errors with exit status 2."""
 import subprocess
 import sys
 from pathlib import Path
@@ -69,31 +68,3 @@ def run_cli(argv) -> int:
     except SystemExit as exc:
         return exc.code
 
-
-def test_benchmark_heads_writes_json(tmp_path, capsys):
-    out = tmp_path / "heads.json"
-    status = main(["benchmark", "heads", "--heads", "none,gru", "--no-peers", "--quick",
-                   "--batch", "2", "--steps", "3", "--output", str(out)])
-    assert status == 0
-    figures = json.loads(out.read_text())
-    models = [row["model"] for row in figures["rows"]]
-    assert models == ["none", "gru"]
-    for row in figures["rows"]:
-        assert row["train_ms"] > 0 and row["infer_ms"] > 0 and row["step_us"] > 0
-    assert "train ms" in capsys.readouterr().out
-
-
-@pytest.mark.slow
-def test_benchmark_heads_against_ncps_checks_equal_outputs(tmp_path):
-    pytest.importorskip("ncps")
-    out = tmp_path / "heads.json"
-    status = main(["benchmark", "heads", "--heads", "cfc,ltc", "--quick", "--batch", "2", "--steps", "3",
-                   "--output", str(out)])
-    assert status == 0
-    figures = json.loads(out.read_text())
-    models = {row["model"] for row in figures["rows"]}
-    assert {"ncps CfCCell", "cfc (from ncps)", "ncps LTCCell", "ltc (from ncps)", "torch.nn.GRU"} <= models
-    for key, diff in figures["checks"].items():
-        assert diff < 1e-5, key
-    assert set(figures["ratios"]) == {"cfc_train_speedup_vs_ncps", "cfc_infer_speedup_vs_ncps",
-                                      "ltc_train_speedup_vs_ncps", "ltc_infer_speedup_vs_ncps"}
