@@ -50,28 +50,14 @@ class NoneHead(TemporalHead):
         mean = mean + (x - mean) / count
         return mean, (mean, count)
 
-    def forward(
-        self,
-        x: Tensor,
-        dt: Tensor | None = None,
-        state: State | None = None,
-        mask: Tensor | None = None,
-    ) -> tuple[Tensor, State]:
+    def sequence(self, x: Tensor, dt: Tensor, state: State, mask: Tensor | None) -> tuple[Tensor, State]:
         """A sequence with cumulative sums. x (B, T, D), mask (B, T) -> y (B, T, D), final state.
 
         Within one call the sums run over at most T steps, so they stay accurate; the carried state
         is still the mean.
         """
-        x, dt, state = self.prepare(x, dt, state)
         mean0, count0 = state
-        if mask is None:
-            valid = torch.ones_like(x[..., :1])
-        else:
-            if mask.shape != x.shape[:2]:
-                raise ValueError(
-                    f"NoneHead: expected mask of shape {tuple(x.shape[:2])}, got {tuple(mask.shape)}"
-                )
-            valid = mask.to(torch.bool).unsqueeze(-1).to(x.dtype)  # (B, T, 1)
+        valid = torch.ones_like(x[..., :1]) if mask is None else mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
         counts = count0.unsqueeze(1) + valid.cumsum(dim=1)  # (B, T, 1)
         sums = (x * valid).cumsum(dim=1)  # (B, T, D)
         # mean after t steps = (count0 * mean0 + sum of the new inputs) / count; written as an update

@@ -138,24 +138,10 @@ class RecurrentHead(TemporalHead):
 
     # -- a sequence --------------------------------------------------------------------------
 
-    def forward(
-        self,
-        x: Tensor,
-        dt: Tensor | None = None,
-        state: State | None = None,
-        mask: Tensor | None = None,
-    ) -> tuple[Tensor, State]:
+    def sequence(self, x: Tensor, dt: Tensor, state: State, mask: Tensor | None) -> tuple[Tensor, State]:
         """A sequence in one fused call. x (B, T, D), dt (B, T), mask (B, T) -> y (B, T, H), final state."""
-        x, dt, state = self.prepare(x, dt, state)
         inp = self._inputs(x, dt)
         if mask is None:
-            y, hx = self.rnn(inp, self._to_torch(state))
-            return y, self._from_torch(hx)
-        if mask.shape != x.shape[:2]:
-            raise ValueError(f"{type(self).__name__}: expected mask of shape {tuple(x.shape[:2])}, "
-                             f"got {tuple(mask.shape)}")
-        mask = mask.to(torch.bool)
-        if bool(mask.all()):
             y, hx = self.rnn(inp, self._to_torch(state))
             return y, self._from_torch(hx)
         return self._forward_masked(inp, mask, state)

@@ -197,13 +197,7 @@ class SpikingHead(TemporalHead):
         beta, threshold = self._time_terms(dt)
         return self._advance(self.layers[0](x), beta, threshold, state)
 
-    def forward(
-        self,
-        x: Tensor,
-        dt: Tensor | None = None,
-        state: State | None = None,
-        mask: Tensor | None = None,
-    ) -> tuple[Tensor, State]:
+    def sequence(self, x: Tensor, dt: Tensor, state: State, mask: Tensor | None) -> tuple[Tensor, State]:
         """A sequence. x (B, T, D), dt (B, T), mask (B, T) -> y (B, T, H), final state.
 
         The first layer's currents are computed for all steps in one matrix product; a masked step
@@ -218,7 +212,7 @@ class SpikingHead(TemporalHead):
         x (B, T, D), dt (B, T), mask (B, T) -> rates (L,), spikes per neuron per step in [0, 1].
         """
         record: list[Tensor] = []
-        self._run(x, dt, None, mask, record=record)
+        self._run(*self.prepare(x, dt, None, mask), record=record)
         spikes = torch.stack(record, dim=1)  # (B, T, L, H)
         if mask is None:
             valid = torch.ones_like(spikes[:, :, :1, :1])
@@ -226,15 +220,10 @@ class SpikingHead(TemporalHead):
             valid = mask.to(spikes.dtype)[..., None, None]
         return (spikes * valid).sum(dim=(0, 1, 3)) / (valid.sum() * self.out_features).clamp_min(1)
 
-    def _run(self, x: Tensor, dt: Tensor | None, state: State | None, mask: Tensor | None,
+    def _run(self, x: Tensor, dt: Tensor, state: State, mask: Tensor | None,
              record: list | None) -> tuple[Tensor, State]:
-        """``forward``, optionally recording spikes (see ``_advance``)."""
-        x, dt, state = self.prepare(x, dt, state)
+        """``sequence`` on prepared arguments, optionally recording spikes (see ``_advance``)."""
         if mask is not None:
-            if mask.shape != x.shape[:2]:
-                raise ValueError(f"SpikingHead: expected mask of shape {tuple(x.shape[:2])}, "
-                                 f"got {tuple(mask.shape)}")
-            mask = mask.to(torch.bool)
             dt = torch.where(mask, dt, torch.zeros_like(dt))
         currents = self.layers[0](x)  # (B, T, H)
         outputs = []

@@ -102,6 +102,38 @@ def create_wiring(kind: str, in_features: int, units: int, **kwargs) -> Wiring:
         raise HeadError(f"wiring {kind!r}: {exc}") from None
 
 
+def resolve_wiring(head: str, in_features: int, hidden_size: int | None, wiring: str | Wiring | None,
+                   wiring_kwargs: dict | None, default_units: int = 64) -> Wiring | None:
+    """The Wiring a head's ``hidden_size`` / ``wiring`` / ``wiring_kwargs`` options ask for.
+
+    ``wiring`` is None (no wiring: the head is dense; returns None), a kind of ``list_wirings()``
+    built with ``wiring_kwargs`` for ``in_features`` inputs and ``hidden_size`` (default
+    ``default_units``) neurons, or a built Wiring, which must fit ``in_features`` and ``hidden_size``.
+    Errors name ``head``.
+    """
+    if hidden_size is not None and (isinstance(hidden_size, bool) or not isinstance(hidden_size, int)
+                                    or hidden_size < 1):
+        raise HeadError(f"{head}: hidden_size must be a positive integer, got {hidden_size!r}")
+    if wiring_kwargs is not None and not isinstance(wiring_kwargs, dict):
+        raise HeadError(f"{head}: wiring_kwargs must be a dict or None, got {wiring_kwargs!r}")
+    if wiring is None:
+        if wiring_kwargs:
+            raise HeadError(f"{head}: wiring_kwargs needs wiring= (one of: {', '.join(list_wirings())})")
+        return None
+    if isinstance(wiring, Wiring):
+        if wiring_kwargs:
+            raise HeadError(f"{head}: wiring_kwargs apply to a wiring kind, not to a built Wiring")
+        if wiring.in_features != in_features:
+            raise HeadError(f"{head}: the wiring is built for {wiring.in_features} inputs, not in_features={in_features}")
+        if hidden_size is not None and hidden_size != wiring.units:
+            raise HeadError(f"{head}: hidden_size={hidden_size} but the wiring has {wiring.units} units")
+        return wiring
+    if not isinstance(wiring, str):
+        raise HeadError(f"{head}: wiring must be a Wiring, None or one of: {', '.join(list_wirings())}; got {wiring!r}")
+    units = default_units if hidden_size is None else hidden_size
+    return create_wiring(wiring, in_features, units, **(wiring_kwargs or {}))
+
+
 def _polarity(rng: np.random.Generator, shape, p_excitatory: float) -> np.ndarray:
     """Random signs, +1 with probability ``p_excitatory``."""
     return np.where(rng.random(shape) < p_excitatory, 1, -1).astype(np.int8)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from heads import HeadError, create_head, create_wiring, from_ncps
-from heads import _cfc_kernels as kernels
+from heads.cfc import kernels
 from heads.base import TemporalHead
 
 D = 5
@@ -65,7 +65,7 @@ def test_fused_kernel_matches_the_plain_step_loop(kwargs, masked):
     state = random_state(head, 3)
     mask = torch.rand(3, 7, generator=torch.Generator().manual_seed(2)) > 0.3 if masked else None
     fast = head(x, dt, state, mask)
-    slow = TemporalHead.forward(head, x, dt, state, mask)  # loops head.step -> reference_step
+    slow = head.step_loop(x, dt, state, mask)  # loops head.step -> reference_step
     for a, b in zip([fast[0], *leaves(fast[1])], [slow[0], *leaves(slow[1])]):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     g = torch.Generator().manual_seed(3)
@@ -146,7 +146,7 @@ def test_dropout_is_random_in_training_and_off_in_eval():
     y.sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in head.parameters())
     head.eval()
-    torch.testing.assert_close(head(x, dt)[0], TemporalHead.forward(head, x, dt)[0])
+    torch.testing.assert_close(head(x, dt)[0], head.step_loop(x, dt)[0])
 
 
 @pytest.mark.parametrize("kwargs", CONFIGS, ids=IDS)
@@ -155,7 +155,7 @@ def test_no_grad_paths_match_the_reference(kwargs):
     head = build(**kwargs)
     x, dt = inputs(3, 6)
     x, dt = x.detach(), dt.detach()
-    y_ref, s_ref = TemporalHead.forward(head, x, dt)
+    y_ref, s_ref = head.step_loop(x, dt)
     with torch.no_grad():
         y, s = head(x, dt)
         state, ys = head.init_state(3), []
@@ -222,7 +222,7 @@ def test_saved_buffers_survive_later_calls():
     head = build()
     x1, dt1 = inputs(3, 6, seed=1)
     x2, dt2 = inputs(3, 6, seed=2)
-    expected = torch.autograd.grad(TemporalHead.forward(head, x1, dt1)[0].square().sum(), [x1, *head.parameters()])
+    expected = torch.autograd.grad(head.step_loop(x1, dt1)[0].square().sum(), [x1, *head.parameters()])
     y1, _ = head(x1, dt1)
     for _ in range(3):  # other forward and backward passes in between
         head(x2, dt2)[0].sum().backward()
@@ -266,7 +266,7 @@ def test_modifying_the_output_in_place_before_backward_is_refused():
 
 def test_long_inference_runs_in_chunks():
     """Without autograd the kernel works through long streams in bounded chunks."""
-    from heads.cfc import _CHUNK
+    from heads.cfc.model import _CHUNK
 
     head = build(hidden_size=4, backbone_units=4)
     x, dt = inputs(1, _CHUNK + 9)
@@ -335,7 +335,7 @@ def test_state_dict_round_trip():
         (dict(wiring_kwargs=dict(seed=1)), "wiring_kwargs needs wiring"),
         (dict(wiring="autoncp", backbone_layers=2), "do not apply to a wired cfc"),
         (dict(wiring=create_wiring("random", D, 6), hidden_size=7), "hidden_size=7 but the wiring has 6"),
-        (dict(wiring=create_wiring("random", D + 1, 6)), "takes 6 inputs but in_features=5"),
+        (dict(wiring=create_wiring("random", D + 1, 6)), "built for 6 inputs, not in_features=5"),
         (dict(hidden_size=0), "hidden_size must be a positive integer"),
         (dict(backbone_layers=-1), "backbone_layers must be an integer >= 0"),
         (dict(backbone_dropout=1.0), r"backbone_dropout must be in \[0, 1\)"),

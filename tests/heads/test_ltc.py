@@ -7,14 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import heads.ltc as ltc_module
-from heads import _ltc_kernels
+from heads.ltc import LTC, inverse_softplus, kernels, torch_path
 from heads import HeadError, create_head, create_wiring, from_ncps
 
 D = 5
 
 
-def build(dtype=torch.float64, seed: int = 0, **kwargs) -> ltc_module.LTC:
+def build(dtype=torch.float64, seed: int = 0, **kwargs) -> LTC:
     torch.manual_seed(seed)
     return create_head("ltc", D, **{"hidden_size": 9, **kwargs}).to(dtype)
 
@@ -30,7 +29,7 @@ def reference(head, x, dt, state):
     """The plain step loop. x (B, T, D), dt (B, T), state (B, N) -> y (B, T, H), state."""
     outputs = []
     for t in range(x.shape[1]):
-        y, state = head._reference_step(x[:, t], dt[:, t : t + 1], state)
+        y, state = head.reference_step(x[:, t], dt[:, t : t + 1], state)
         outputs.append(y)
     return torch.stack(outputs, 1), state
 
@@ -81,7 +80,7 @@ def test_fast_path_float32_close_to_float64():
     torch.testing.assert_close(s32.double(), s64, rtol=1e-4, atol=1e-5)
 
 
-needs_numba = pytest.mark.skipif(not _ltc_kernels.available(), reason="numba is not installed")
+needs_numba = pytest.mark.skipif(not kernels.available(), reason="numba is not installed")
 
 
 @needs_numba
@@ -100,7 +99,7 @@ def test_compiled_path_equals_torch_path(kwargs, batch, monkeypatch):
     mask[0, 4:] = False
     assert head._use_compiled(x)
     compiled = run_with_grads(head, x, dt, start, mask)
-    monkeypatch.setattr(ltc_module, "use_compiled", False)
+    head.compiled = False
     plain = run_with_grads(head, x, dt, start, mask)
     for name, value in plain.items():
         scale = float(value.abs().max())
@@ -140,12 +139,12 @@ def test_compiled_path_is_independent_of_the_thread_count():
 def test_compiled_gate_is_the_sigmoid():
     """The kernels' s = 1 / (1 + 2**(ns * v + no)) against torch.sigmoid, across and beyond the clamp."""
     z = torch.linspace(-120.0, 120.0, 200_001)
-    scale = _ltc_kernels.LOG2E
+    scale = kernels.LOG2E
     gates = torch.empty(z.numel())
     bits = torch.empty(z.numel(), dtype=torch.int32)
     mantissa = torch.empty(z.numel())
     ns, no = torch.zeros_like(z), z * -scale  # y = ns * value + no = -z log2 e: s = sigmoid(z)
-    _ltc_kernels._gates(
+    kernels._gates(
         0.0, ns.numpy(), no.numpy(), bits.numpy(), mantissa.numpy(), bits.numpy().view("float32"),
         gates.numpy(),
     )
@@ -163,9 +162,8 @@ def test_float64_and_export_use_the_torch_path(monkeypatch, tmp_path):
     with torch.no_grad():
         expected, _ = head(x, dt)
     paths = []
-    run_compiled, run_torch = head._run_compiled, head._run_torch
-    monkeypatch.setattr(head, "_run_compiled", lambda *a: paths.append("compiled") or run_compiled(*a))
-    monkeypatch.setattr(head, "_run_torch", lambda *a: paths.append("torch") or run_torch(*a))
+    for path, name in ((kernels, "compiled"), (torch_path, "torch")):
+        monkeypatch.setattr(path, "run", lambda *a, run=path.run, name=name: paths.append(name) or run(*a))
     with torch.no_grad():
         head(x, dt)
         assert paths == ["compiled"]
@@ -182,8 +180,8 @@ def test_sensory_chunks_give_the_same_result(monkeypatch):
     head = build()
     x, dt = inputs(2, 13)
     y, state = head(x, dt)
-    monkeypatch.setattr(ltc_module, "_CHUNK_ELEMENTS", 2 * 2 * head.units * 3)  # 3 steps a chunk
-    monkeypatch.setattr(ltc_module, "_SENSORY_BLOCK", 3 * head.units * D)  # 3 rows a block
+    monkeypatch.setattr(torch_path, "CHUNK_ELEMENTS", 2 * 2 * head.units * 3)  # 3 steps a chunk
+    monkeypatch.setattr(torch_path, "SENSORY_BLOCK", 3 * head.units * D)  # 3 rows a block
     y_chunked, state_chunked = head(x, dt)
     # Matrix products over other row blocks may round the last bit differently (BLAS kernels).
     torch.testing.assert_close(y_chunked, y, rtol=1e-12, atol=1e-12)
@@ -369,7 +367,7 @@ def test_positive_parameters_stay_positive():
 
 def test_inverse_softplus():
     value = torch.tensor([0.0, -1.0, 1e-6, 0.5, 3.0, 40.0])
-    raw = ltc_module.inverse_softplus(value)
+    raw = inverse_softplus(value)
     assert torch.isfinite(raw).all() and raw[0] < -60 and raw[0] == raw[1]
     torch.testing.assert_close(F.softplus(raw[2:]), value[2:], rtol=1e-5, atol=0)
 
@@ -384,7 +382,7 @@ def test_inverse_softplus():
         (dict(epsilon=-1.0), "epsilon"),
         (dict(hidden_size=0), "hidden_size"),
         (dict(wiring="dense"), "choose one of: autoncp, fully_connected, ncp, random"),
-        (dict(wiring=3), "wiring must be a Wiring or one of"),
+        (dict(wiring=3), "wiring must be a Wiring, None or one of"),
         (dict(wiring_kwargs=[1]), "wiring_kwargs must be a dict"),
         (dict(wiring="random", wiring_kwargs=dict(sparsity=1.5)), "sparsity"),
         (dict(wiring="fully_connected", wiring_kwargs=dict(fanout=2)), "fanout"),
@@ -428,7 +426,7 @@ def test_matches_ncps_ltc_cell(kind, implicit):
             if p.requires_grad:
                 p.add_(0.1 * torch.rand_like(p))
     head = from_ncps(cell)
-    assert isinstance(head, ltc_module.LTC)
+    assert isinstance(head, LTC)
     x, dt = inputs(5, 8, dtype=torch.float32, features=7)
     dt = torch.exp(torch.empty(5, 8).uniform_(-4, 3))  # per-sample random times, 0.02 .. 20
     state = torch.zeros(5, cell.state_size)

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from heads import HeadError, create_head, head_entry
-from heads.base import TemporalHead
 from heads.recurrent import dt_feature
 
 NAMES = ["gru", "lstm", "gru_dt", "lstm_dt"]
@@ -53,7 +52,7 @@ def test_fast_path_matches_step_loop(name, mask_kind, num_layers):
     start = start if head.cell == "lstm" else start[0]
 
     results = []
-    for run in (head.forward, lambda *a, **k: TemporalHead.forward(head, *a, **k)):  # fused, step loop
+    for run in (head.forward, head.step_loop):  # fused, step loop
         head.zero_grad()
         x.grad = None
         y, state = run(x, dt, start, mask=mask)
@@ -145,7 +144,7 @@ def test_dropout_between_layers():
     torch.manual_seed(4)
     head = create_head("lstm", D, hidden_size=H, num_layers=2, dropout=0.5).eval()
     x, dt = _inputs(4)
-    torch.testing.assert_close(head(x, dt)[0], TemporalHead.forward(head, x, dt)[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(head(x, dt)[0], head.step_loop(x, dt)[0], atol=1e-5, rtol=1e-5)
     head.train()
     assert not torch.allclose(head(x, dt)[0], head(x, dt)[0])  # dropout acts while training
 

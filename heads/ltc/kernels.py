@@ -10,10 +10,10 @@ degree-6 polynomial in f (Cephes's exp2f coefficients, relative error about 2e-7
 from its exponent bits. That is plain arithmetic, which LLVM turns into SIMD code; a call to exp in
 the loop would not be vectorised. The result differs from torch's sigmoid by about 1e-7 absolute.
 
-Used for float32 CPU tensors (heads/ltc.py decides); the torch path stays for float64, CUDA and graph
-export, and the tests hold the two to each other, values and gradients.
+Used for float32 CPU tensors (``heads.ltc.model.LTC`` decides); ``heads.ltc.torch_path`` serves float64,
+CUDA and graph export, and the tests hold the two to each other, values and gradients.
 
-The model, as in heads/ltc.py, per observation (h = dt / K, K unfolds):
+The model, as in ``heads.ltc.model``, per observation (h = dt / K, K unfolds):
 
     s_ij = 1 / (1 + 2**(ns_ij * v_i + no_ij))                      (ns = -sigma log2 e, no = sigma mu log2 e)
     num_j = leak_num_j + sum_i wnum_ij s_ij (+ the same over the sensory synapses on the input x)
@@ -34,7 +34,7 @@ import torch
 
 try:
     import numba
-except ImportError:  # heads/ltc.py then uses its torch path
+except ImportError:  # the ltc head then takes its torch path
     numba = None
 
 LOG2E = 1.0 / math.log(2.0)
@@ -276,3 +276,35 @@ class FusedLTC(torch.autograd.Function):
         _backward(*_arrays(g_states, x, h, states, neuron, sensory, recurrent), ctx.unfolds, bounds, trace.numpy(),
                   g_x.numpy(), g_h.numpy(), g_v0.numpy(), *(g.numpy() for g in g_params))
         return (g_x, g_h, g_v0, *(g.sum(0) for g in g_params), None)
+
+
+def constants(head) -> dict[str, torch.Tensor]:
+    """The head's parameters as the kernels take them: neuron (3, N) = [leak_num, leak_den, cm] and
+    the synapses (4, sources, targets) = [wnum, wden, ns, no], the sigmoid's argument rescaled to
+    base 2 (s = 1 / (1 + 2**(ns * v + no)))."""
+    softplus = torch.nn.functional.softplus
+
+    def synapses(w, erev, sigma, mu):
+        return torch.stack([w * erev, w, sigma * -LOG2E, sigma * mu * LOG2E])
+
+    gleak = softplus(head.gleak)
+    cm = softplus(head.cm).clamp_min(torch.finfo(head.cm.dtype).tiny)
+    return {
+        "neuron": torch.stack([gleak * head.vleak, gleak + head.epsilon, cm]),
+        "sensory": synapses(softplus(head.sensory_w) * head.sensory_sparsity_mask, head.sensory_erev,
+                            head.sensory_sigma, head.sensory_mu),
+        "recurrent": synapses(softplus(head.w) * head.sparsity_mask, head.erev, head.sigma, head.mu),
+    }
+
+
+def run(head, x: torch.Tensor, h: torch.Tensor, state: torch.Tensor,
+        p: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ODE through the kernels. x (B, T, D) raw inputs, h (B, T) = dt / K, state (B, N),
+    p = ``constants(head)`` -> motor potentials (B, T, H), state (B, N)."""
+    xm = head.map_inputs(x).contiguous()  # (B, T, D)
+    args = (xm, h.contiguous(), state.contiguous(), p["neuron"], p["sensory"], p["recurrent"], head.ode_unfolds)
+    if torch.is_grad_enabled():
+        states = FusedLTC.apply(*args)  # (B, T, N)
+    else:
+        states, _ = fused_states(*args)
+    return states[:, :, : head.out_features], states[:, -1]

@@ -15,7 +15,7 @@ with no backbone, fed by the previous layer's new state; its f1/f2 weights are m
 wiring's 0/1 mask (the time heads and the recurrent inputs stay dense, as in ncps). With mixed
 memory an LSTM cell first updates (h, c) from x and the CfC cells then start from that h.
 
-``forward`` runs the whole sequence in a fused kernel (``heads._cfc_kernels``) with a hand-written
+``forward`` runs the whole sequence in a fused kernel (``heads.cfc.kernels``) with a hand-written
 backward. ``step`` without autograd (streaming) runs a lean kernel step on folded weights cached
 until a parameter changes; with autograd it is ``reference_step``, the plain per-step math that
 every fast path is tested against. The kernels fold the LeCun tanh into their weights: a backbone
@@ -32,11 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from heads import _cfc_kernels as kernels
 from heads._registry import HeadError, register_head
-from heads.base import State, TemporalHead
-from heads.interop import register_ncps_converter
-from heads.wirings import Wiring, create_wiring, from_ncps_wiring, list_wirings
+from heads.base import DerivedCache, State, TemporalHead
+from heads.cfc import kernels
+from heads.wirings import Wiring, resolve_wiring
 
 _CHUNK = 1024  # steps per kernel call without autograd: bounds the (T, B, .) buffers of long streams
 
@@ -138,26 +137,6 @@ def leaves_of(state: State) -> list[Tensor]:
     return list(state) if isinstance(state, tuple) else [state]
 
 
-def _resolve_wiring(in_features: int, hidden_size: int | None, wiring, wiring_kwargs: dict | None) -> Wiring | None:
-    if wiring is None:
-        if wiring_kwargs:
-            raise HeadError("cfc: wiring_kwargs needs wiring= (one of: " + ", ".join(list_wirings()) + ")")
-        return None
-    if isinstance(wiring, str):
-        if wiring not in list_wirings():
-            raise HeadError(f"cfc: unknown wiring {wiring!r}; choose one of: {', '.join(list_wirings())}")
-        return create_wiring(wiring, in_features, 64 if hidden_size is None else hidden_size, **(wiring_kwargs or {}))
-    if isinstance(wiring, Wiring):
-        if wiring_kwargs:
-            raise HeadError("cfc: wiring_kwargs only applies when wiring is a kind name")
-        if hidden_size is not None and hidden_size != wiring.units:
-            raise HeadError(f"cfc: hidden_size={hidden_size} but the wiring has {wiring.units} units")
-        if wiring.in_features != in_features:
-            raise HeadError(f"cfc: the wiring takes {wiring.in_features} inputs but in_features={in_features}")
-        return wiring
-    raise HeadError(f"cfc: wiring must be None, a Wiring or one of: {', '.join(list_wirings())}; got {wiring!r}")
-
-
 @register_head("cfc", time_aware=True, description="closed-form continuous-time (CfC) cell, ncps-compatible")
 class CfC(TemporalHead):
     """Closed-form continuous-time head (module docstring has the math).
@@ -201,7 +180,7 @@ class CfC(TemporalHead):
             raise HeadError(f"cfc: unknown backbone_activation {backbone_activation!r}; "
                             f"choose one of: {', '.join(ACTIVATIONS)}")
         self.backbone_activation = backbone_activation
-        self.wiring = _resolve_wiring(in_features, hidden_size, wiring, wiring_kwargs)
+        self.wiring = resolve_wiring("cfc", in_features, hidden_size, wiring, wiring_kwargs)
         self.in_features, self.mode, self.mixed_memory = in_features, mode, bool(mixed_memory)
         self.time_aware = True
         if self.wiring is None:
@@ -241,7 +220,7 @@ class CfC(TemporalHead):
             nn.init.xavier_uniform_(self.lstm_input.weight)
             nn.init.uniform_(self.lstm_input.bias, -0.1, 0.1)
             nn.init.orthogonal_(self.lstm_recurrent.weight)
-        self._cache: tuple | None = None  # (parameter versions, kernels.Prepared) for no-grad calls
+        self._folded = DerivedCache()  # kernels.Prepared for calls without autograd
         # Modules holding tensors (the tree is fixed after construction); a plain tuple.
         self._holders = tuple(m for m in self.modules() if m._parameters or m._buffers)
 
@@ -284,22 +263,14 @@ class CfC(TemporalHead):
         y = inp[:, : self.out_features]
         return y, ((h_new, c) if self.mixed_memory else h_new)
 
-    def forward(self, x: Tensor, dt: Tensor | None = None, state: State | None = None,
-                mask: Tensor | None = None) -> tuple[Tensor, State]:
+    def sequence(self, x: Tensor, dt: Tensor, state: State, mask: Tensor | None) -> tuple[Tensor, State]:
         """x (B, T, D), dt (B, T), mask (B, T) -> y (B, T, H), final state (fused kernel)."""
-        if not self._fused:
-            return super().forward(x, dt, state, mask)
-        x, dt, state = self.prepare(x, dt, state)
         B, T = x.shape[:2]
-        if mask is not None:
-            if mask.shape != (B, T):
-                raise ValueError(f"cfc: expected mask of shape ({B}, {T}), got {tuple(mask.shape)}")
-            mask = mask.to(device=x.device, dtype=torch.bool)
-            if bool(mask.all()):
-                mask = None
-        h, c = state if self.mixed_memory else (state, None)
         if T == 0:
             return x.new_zeros(B, 0, self.out_features), state
+        if not self._fused:
+            return super().sequence(x, dt, state, mask)
+        h, c = state if self.mixed_memory else (state, None)
         drops = self._dropout_masks(T, B, x)
         if torch.is_grad_enabled():
             raw = self._raw_params()
@@ -332,7 +303,7 @@ class CfC(TemporalHead):
         return self.training and self.backbone_dropout > 0.0 and self.plan.depth > 0
 
     def _raw_params(self) -> list[Tensor]:
-        """Every parameter, in the kernels' flat order (``heads._cfc_kernels.split_cells``)."""
+        """Every parameter, in the kernels' flat order (``heads.cfc.kernels.split_cells``)."""
         params = [p for layer in self.layers for p in layer.raw_params()]
         if self.mixed_memory:
             params += [self.lstm_input.weight, self.lstm_input.bias, self.lstm_recurrent.weight]
@@ -344,14 +315,13 @@ class CfC(TemporalHead):
     def _prepared(self) -> kernels.Prepared:
         """Forward-ready folded weights, cached until a parameter or buffer changes (no autograd)."""
         # Read the modules' own dicts: walking self.parameters() costs tens of microseconds.
-        key = [(t.data_ptr(), t._version) for m in self._holders
-               for t in chain(m._parameters.values(), m._buffers.values()) if t is not None]
-        if self._cache is None or self._cache[0] != key:
-            with torch.no_grad():
-                prep = kernels.prepare(self.plan, kernels.fold(self.plan, self._raw_params(), self._masks(), False),
-                                       self.in_features)
-            self._cache = (key, prep)
-        return self._cache[1]
+        tensors = [t for m in self._holders for t in chain(m._parameters.values(), m._buffers.values()) if t is not None]
+        return self._folded.get(tensors, self._fold)
+
+    def _fold(self) -> kernels.Prepared:
+        with torch.no_grad():
+            return kernels.prepare(self.plan, kernels.fold(self.plan, self._raw_params(), self._masks(), False),
+                                   self.in_features)
 
     def _dropout_masks(self, T: int, B: int, x: Tensor) -> list | None:
         """Per sub-cell, per backbone layer, (2 m, -m) with m (T, B, U) the dropout multiplier."""
@@ -366,99 +336,3 @@ class CfC(TemporalHead):
         wired = "" if self.wiring is None else f", wiring layers={self.plan.sizes}"
         return (f"{super().extra_repr()}, mode={self.mode}, hidden_size={self.hidden_size}, "
                 f"backbone_layers={self.plan.depth}, mixed_memory={self.mixed_memory}{wired}")
-
-
-# ---------------------------------------------------------------------------------------------
-# ncps converters (modules are read through their attributes; ncps is never imported here).
-# ---------------------------------------------------------------------------------------------
-
-
-def _copy(dst: Tensor, src: Tensor, what: str) -> None:
-    if dst.shape != src.shape:
-        raise HeadError(f"from_ncps: {what} has shape {tuple(src.shape)}, expected {tuple(dst.shape)}")
-    with torch.no_grad():
-        dst.copy_(src.detach().to(dst.dtype))
-
-
-def _copy_heads(layer: _CfCLayer, cell: nn.Module, mask: Tensor | None) -> None:
-    """ff1, ff2, time_a, time_b (or ff1 alone in pure mode) of an ncps CfCCell into ``layer.heads``."""
-    names = ["ff1"] if layer.mode == "pure" else ["ff1", "ff2", "time_a", "time_b"]
-    weights = [getattr(cell, name).weight for name in names]
-    if mask is not None:  # ncps masks f1 and f2 only
-        weights = [w * mask if name in ("ff1", "ff2") else w for w, name in zip(weights, names)]
-    _copy(layer.heads.weight, torch.cat(weights, 0), "the heads weight")
-    _copy(layer.heads.bias, torch.cat([getattr(cell, name).bias for name in names], 0), "the heads bias")
-    if layer.mode == "pure":
-        _copy(layer.w_tau, cell.w_tau.reshape(-1), "w_tau")
-        _copy(layer.amplitude, cell.A.reshape(-1), "A")
-
-
-# the classes ncps's CfCCell builds for its backbone_activation names
-_NCPS_ACTIVATIONS = {"LeCun": "lecun_tanh", "Tanh": "tanh", "ReLU": "relu", "SiLU": "silu", "GELU": "gelu"}
-
-
-def _cfc_from_cell(cell: nn.Module, mixed: bool) -> CfC:
-    """Our head for an ncps CfCCell (dense)."""
-    if getattr(cell, "sparsity_mask", None) is not None:
-        raise HeadError("from_ncps: a CfCCell with a sparsity_mask is not supported; convert the WiredCfCCell")
-    depth = int(cell.backbone_layers)
-    modules = list(cell.backbone) if depth else []
-    linears = [m for m in modules if isinstance(m, nn.Linear)]
-    activations = {type(m).__name__ for m in modules if not isinstance(m, (nn.Linear, nn.Dropout))}
-    unknown = activations - set(_NCPS_ACTIVATIONS)
-    if unknown or len(activations) > 1:
-        raise HeadError(f"from_ncps: backbone activation {', '.join(sorted(activations))} is not supported; "
-                        f"supported: {', '.join(_NCPS_ACTIVATIONS.values())}")
-    activation = _NCPS_ACTIVATIONS[activations.pop()] if activations else "lecun_tanh"
-    dropout = max((m.p for m in modules if isinstance(m, nn.Dropout)), default=0.0)
-    head = CfC(int(cell.input_size), int(cell.hidden_size), mode=cell.mode,
-               backbone_units=linears[0].out_features if depth else None, backbone_layers=depth,
-               backbone_dropout=dropout, backbone_activation=activation, mixed_memory=mixed)
-    ours = head.layers[0]
-    for j, (dst, src) in enumerate(zip(ours.backbone, linears)):
-        _copy(dst.weight, src.weight, f"backbone Linear {j} weight")
-        _copy(dst.bias, src.bias, f"backbone Linear {j} bias")
-    _copy_heads(ours, cell, None)
-    return head
-
-
-def _cfc_from_wired_cell(cell: nn.Module, mixed: bool) -> CfC:
-    """Our head for an ncps WiredCfCCell: one sub-cell per wiring layer."""
-    wiring = from_ncps_wiring(cell._wiring)
-    head = CfC(wiring.in_features, mode=cell._layers[0].mode, mixed_memory=mixed, wiring=wiring)
-    for k, (ours, theirs) in enumerate(zip(head.layers, cell._layers)):
-        mask = theirs.sparsity_mask.detach()
-        rows = mask.shape[0]
-        if not torch.equal(mask.to(ours.synapse_mask.dtype), ours.synapse_mask[:rows]):
-            raise HeadError(f"from_ncps: the sparsity mask of wiring layer {k} does not match the wiring")
-        _copy_heads(ours, theirs, mask)
-    return head
-
-
-@register_ncps_converter("CfCCell")
-def from_ncps_cfc_cell(cell: nn.Module) -> CfC:
-    """An ncps ``CfCCell`` (its ``forward(x, h, t)`` with t (B, 1) equals our ``step``)."""
-    return _cfc_from_cell(cell, mixed=False)
-
-
-@register_ncps_converter("WiredCfCCell")
-def from_ncps_wired_cfc_cell(cell: nn.Module) -> CfC:
-    """An ncps ``WiredCfCCell`` (state in wiring-layer order, as ncps keeps it)."""
-    return _cfc_from_wired_cell(cell, mixed=False)
-
-
-@register_ncps_converter("CfC")
-def from_ncps_cfc(module: nn.Module) -> CfC:
-    """An ncps ``CfC`` wrapper: its cell, and its LSTM with mixed memory; a projection is refused."""
-    if isinstance(getattr(module, "fc", None), nn.Linear) or getattr(module, "proj_size", None) is not None:
-        raise HeadError("from_ncps: a CfC with proj_size is not supported; convert it without the projection "
-                        "and put the Linear in the task layer")
-    mixed = bool(getattr(module, "use_mixed", False))
-    cell = module.rnn_cell
-    convert = _cfc_from_wired_cell if type(cell).__name__ == "WiredCfCCell" else _cfc_from_cell
-    head = convert(cell, mixed)
-    if mixed:
-        _copy(head.lstm_input.weight, module.lstm.input_map.weight, "the LSTM input weight")
-        _copy(head.lstm_input.bias, module.lstm.input_map.bias, "the LSTM input bias")
-        _copy(head.lstm_recurrent.weight, module.lstm.recurrent_map.weight, "the LSTM recurrent weight")
-    return head
