@@ -1,5 +1,7 @@
-"""Batching clips of different lengths into the batch contract of DESIGN.md section 2.
+"""Batching clips of different lengths into the batch contract every model and head relies on.
 
+A clip (one sample) is ``x (T, C, H, W) float32``, ``t (T,) float64`` seconds from the clip's start and
+a label; frames have C = 1 or 3, event voxel grids C = time bins (x2 with polarities kept apart).
 A batch is ``x (B, T, C, H, W) float32``, ``dt (B, T) float32`` seconds, ``mask (B, T) bool`` (True =
 a real step), ``y (B,) int64`` and ``lengths (B,) int64``; shorter clips are padded on the right with
 zeros (x, dt) and mask False.

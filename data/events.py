@@ -1,8 +1,10 @@
-"""The canonical event array (DESIGN.md section 2) and checks on it.
+"""The canonical event array and checks on it.
 
 Events are numpy structured arrays with fields ``x, y, t, p``: ``x, y`` uint16 pixel coordinates,
 ``t`` int64 microseconds, ``p`` int8 polarity (1 = ON, 0 = OFF), sorted by ``t``. tonic's arrays use
-the same field names, so they convert with ``as_events``. Kernels never mutate their input.
+the same field names, so they convert with ``as_events``. Readers return this dtype, sorted, with the
+sensor size (width, height). Kernels never mutate their input and take an explicit
+``numpy.random.Generator`` where they are random.
 """
 from __future__ import annotations
 

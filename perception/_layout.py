@@ -1,4 +1,4 @@
-"""Guard against generic top-level names being shadowed (DESIGN.md section 1).
+"""Guard against generic top-level names being shadowed.
 
 ``data``, ``heads`` and ``backbones`` are common folder names: a ``./data/`` folder in the working
 directory would be imported instead of ours when Python puts the working directory first on the

@@ -1,4 +1,4 @@
-"""Checkpoints: plain config plus state dicts, never code (DESIGN.md section 5).
+"""Checkpoints: plain config plus state dicts, never code.
 
 A checkpoint is the file Lightning writes during training (optimizer and loop state included, so a
 run can resume) with one more entry, ``"perception"``: the model's config (registry names, kwargs,

@@ -1,7 +1,7 @@
 """The ``perception`` command line.
 
 Every subcommand reports a user's mistake (a bad option, a missing file, a bad value) as one line on
-stderr and exits with status 2, without a traceback (DESIGN.md section 6).
+stderr and exits with status 2, without a traceback (``perception.errors``).
 """
 from __future__ import annotations
 

@@ -2,7 +2,9 @@
 
 Each leaf package has its own error class (a leaf never imports another leaf or ``perception``);
 all of them are ValueErrors whose message names the input and the problem. The CLI prints such an
-error as one line and exits with status 2 (DESIGN.md section 6).
+error as one line and exits with status 2. Nothing a user passes may make the program hang, run
+out of memory silently, or leave half a file in place of a good one (files are written to a
+temporary name and renamed).
 """
 from __future__ import annotations
 

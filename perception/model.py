@@ -1,4 +1,7 @@
-"""The model: a CNN backbone, a temporal head and a task layer (DESIGN.md section 5).
+"""The model: a CNN backbone, a temporal head and a task layer.
+
+``forward(x, dt, mask, state) -> (logits (B, T, K), state)`` runs clips: the backbone sees all frames of
+a batch at once, (B*T, C, H, W); ``step(frame (B, C, H, W), dt (B, 1), state)`` runs streams.
 
 Shapes: B batch, T time, C channels, H, W frame size, D backbone features, K classes.
 dt is in seconds; the model divides it by ``time_scale`` (seconds) before the head sees it, so a

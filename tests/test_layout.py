@@ -60,3 +60,11 @@ def test_hypothesis_writes_outside_the_repository():
 
     assert settings.default.database is None
     assert REPO not in storage_directory("constants", intent_to_write=False).path.resolve().parents
+
+
+def test_nothing_points_outside_the_repository():
+    """Contracts live in the docstrings of the modules that own them, not in a file elsewhere."""
+    outside = "DESIGN" + ".md"  # spelled so that this file does not match itself
+    for path in [REPO / "README.md", REPO / "pyproject.toml", *(p for d in (*PACKAGES, "scripts", "tests")
+                                                                 for p in (REPO / d).rglob("*.py"))]:
+        assert outside not in path.read_text(), f"{path.relative_to(REPO)} refers to {outside}"

@@ -56,7 +56,7 @@ def resolve_config_names(argv: list[str]) -> list[str]:
 
 
 class OneLineArgumentParser(LightningArgumentParser):
-    """Parse errors as one line on stderr with exit status 2 (DESIGN.md section 6), not a usage dump."""
+    """Parse errors as one line on stderr with exit status 2, like every user error, not a usage dump."""
 
     def error(self, message: str, ex: Exception | None = None):
         if not self.exit_on_error:

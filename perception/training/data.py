@@ -1,6 +1,6 @@
 """Lightning data modules, one per data source: the built-in dataset, tonic event datasets, video folders.
 
-Each yields the batches of DESIGN.md section 2 (``data.collate_clips``) and tells the model what it
+Each yields the batches of ``data.collate_clips`` and tells the model what it
 needs to be built and to be fed later (``classes``, ``in_channels``, ``preprocessing``,
 ``time_scale``). The preprocessing dict goes into every checkpoint, so that streaming inference
 turns frames or events into tensors exactly as training did.

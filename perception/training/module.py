@@ -1,6 +1,6 @@
 """The LightningModule: a ``PerceptionModel`` built from registry names, its loss, metrics and optimiser.
 
-Batches follow DESIGN.md section 2: x (B, T, C, H, W), dt (B, T) seconds, mask (B, T), y (B,),
+Batches as ``data.collate_clips`` makes them: x (B, T, C, H, W), dt (B, T) seconds, mask (B, T), y (B,),
 lengths (B,). The recurrent state lives inside one forward call: it starts fresh for every clip,
 so nothing about it is ever shared between processes under DDP (only gradients are).
 """
@@ -156,7 +156,7 @@ class PerceptionModule(L.LightningModule):
         progress = min(1.0, (step - warm) / max(1, total - warm))
         return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * progress))
 
-    # -- checkpoints carry what inference needs, as plain values (DESIGN.md section 5), and the
+    # -- checkpoints carry what inference needs, as plain values (perception/checkpoint.py), and the
     # random state a resumed run continues from
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint.update(checkpoint_payload(self.model, self.classes, self.preprocessing))
