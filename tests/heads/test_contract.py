@@ -1,4 +1,4 @@
-"""The temporal-head contract of DESIGN.md section 3, for every registered head.
+"""The temporal-head contract (heads/base.py's docstring), for every registered head.
 
 Parametrized over ``list_heads()``: a newly registered head is held to the contract for free.
 Shapes: B batch, T time, D input features, H output features.
