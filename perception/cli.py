@@ -81,9 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
             default=Path("benchmark-results") / f"{name}.json",
             help="where to write the figures as JSON (default: %(default)s)",
         )
-        sub.add_argument("--threads", type=int, default=None, help="torch threads (default: what torch picks)")
+        sub.add_argument("--threads", type=int, default=None,
+                         help="torch threads (default: %(default)s, where None is what torch picks)")
         sub.set_defaults(run=_run_benchmark, module=module)
-        importlib.import_module(module).add_arguments(sub)
+        importlib.import_module(module).add_arguments(sub)  # may set its own --threads default
     return parser
 
 
