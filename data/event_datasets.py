@@ -19,7 +19,7 @@ test split. It depends on neither the file system's order nor numpy's generators
 to a class moves no other file of it except across that class's cut. ``split="all"`` takes everything.
 
 The cache (``cache_dir``): the first access computes x and stores it, with t, in
-``cache_dir/<dataset>/<split>/<index>-<key>.npz`` (written to a temporary file, then renamed). The key
+``cache_dir/<dataset>/<split>/<index>-<key>.npz`` (written atomically: ``data.files``). The key
 hashes a version number, the dataset, split and split rule, the index, the file's path, size and
 modification time, the window spec, the representation's config, the sizes and ``max_steps``, so a
 changed option never returns a stale clip. An unreadable cache file is recomputed and overwritten.
@@ -34,7 +34,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Mapping
@@ -48,6 +47,7 @@ from torch.utils.data import Dataset
 
 from data.errors import DataError
 from data.events import EVENT_DTYPE, Events, SensorSize, as_events, check_events
+from data.files import AtomicFile
 from data.io import read_events
 from data.representations import Representation, create_representation
 from data.windows import WindowSpec, slice_windows
@@ -656,13 +656,7 @@ def _load_clip(file: Path, key: str) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def _store_clip(file: Path, key: str, x: np.ndarray, t: np.ndarray) -> None:
-    """Write (x, t) with its key: a temporary file beside ``file``, then an atomic rename."""
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=file.stem, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, key=np.array(key), x=x, t=t)
-        os.replace(tmp, file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write (x, t) with its key, atomically (``data.files.AtomicFile``)."""
+    # a file object: np.savez_compressed would append '.npz' to the temporary file's name
+    with AtomicFile(file, parents=True) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, key=np.array(key), x=x, t=t)
