@@ -22,6 +22,7 @@ accumulate in float64 and round to float32 once, at the end.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import ClassVar
 
@@ -726,6 +727,25 @@ def create_representation(name: str, **kwargs) -> "Representation":
     if unknown:
         raise DataError(f"representation {name!r}: unknown options {unknown}; allowed: {', '.join(allowed)}")
     return cls(**kwargs)
+
+
+def as_representation(representation: "Representation | str | Mapping") -> "Representation":
+    """A Representation from itself, a registered name, or a config dict with "name" (``to_config()``).
+
+    Raises:
+        DataError: anything else, or an unknown name or option.
+    """
+    if isinstance(representation, Representation):
+        return representation
+    if isinstance(representation, str):
+        return create_representation(representation)
+    if isinstance(representation, Mapping) and isinstance(representation.get("name"), str):
+        options = {k: v for k, v in representation.items() if k != "name"}
+        return create_representation(representation["name"], **options)
+    raise DataError(
+        "representation: expected a Representation, a registered name, or a config dict with 'name'; "
+        f"got {representation!r}"
+    )
 
 
 @dataclass(frozen=True)
