@@ -103,4 +103,3 @@ class NCarsSource(EventDatasetSource):
     split_folders = {"train": "n-cars_train", "test": "n-cars_test"}
     suffixes, format, crop = (".dat",), "dat", True
     layout = "{n-cars_train,n-cars_test}/{background,cars}/obj_<id>_td.dat"
-
