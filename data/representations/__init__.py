@@ -18,22 +18,27 @@ The scatter kernels are compiled with numba when it is installed and fall back t
 (``kernels``; its ``use_numba`` switches numba off). Both accumulate in float64 and round to
 float32 once, at the end.
 
-Modules: ``functions`` (the ``to_*`` functions), ``registry`` (configured ``Representation``
-objects by name), ``normalize``, ``options`` (shared checks), ``kernels`` and ``numba_kernels``.
+Modules: ``builtin`` (the ``to_*`` functions and the configured classes that hold their options),
+``registry`` (what a ``Representation`` is, and the registry by name), ``normalize``, ``options``
+(shared option values and checks), ``kernels`` and ``numba_kernels``.
 """
 from data.representations.options import NORMALIZATIONS, POLARITY_MODES, TIME_SURFACE_POLARITY
 from data.representations.normalize import normalize_grid
 from data.representations.kernels import numba_available
-from data.representations.functions import to_event_histogram, to_time_surface, to_voxel_grid
 from data.representations.registry import (
-    EventHistogram,
     Representation,
-    TimeSurface,
-    VoxelGrid,
     as_representation,
     create_representation,
     list_representations,
     register_representation,
+)
+from data.representations.builtin import (  # importing it registers the built-in representations
+    EventHistogram,
+    TimeSurface,
+    VoxelGrid,
+    to_event_histogram,
+    to_time_surface,
+    to_voxel_grid,
 )
 
 __all__ = [

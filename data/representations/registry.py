@@ -1,4 +1,8 @@
-"""Configured representations (``Representation``) and their registry: configs and checkpoints name them."""
+"""What a configured representation is (``Representation``), and the registry of them by name.
+
+Configs and checkpoints name a representation and its options (``to_config()``);
+``create_representation`` builds it again from them.
+"""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -10,14 +14,6 @@ import numpy as np
 
 from data.errors import DataError
 from data.events import Events
-from data.representations.functions import to_event_histogram, to_time_surface, to_voxel_grid
-from data.representations.options import (
-    NORMALIZATIONS,
-    TIME_SURFACE_POLARITY,
-    binned_channels,
-    check_binned,
-    check_choice,
-)
 
 
 _REGISTRY: dict[str, type[Representation]] = {}
@@ -98,75 +94,3 @@ class Representation(ABC):
     def to_config(self) -> dict:
         """Plain values that ``create_representation(**config)`` turns back into this object."""
         return {"name": self.name, **asdict(self)}
-
-
-@dataclass(frozen=True)
-class _Binned(Representation):
-    """What the representations in time bins share: the options' checks and C."""
-
-    bins: int
-    polarity: str
-    normalize: str | None = None
-
-    def __post_init__(self):
-        check_binned(type(self).__name__, self.bins, self.polarity, self.normalize)
-
-    @property
-    def channels(self) -> int:
-        return binned_channels(self.bins, self.polarity)
-
-
-@register_representation("voxel_grid")
-@dataclass(frozen=True)
-class VoxelGrid(_Binned):
-    """``to_voxel_grid`` with fixed options; C = bins (x2 when split)."""
-
-    bins: int = 5
-    polarity: str = "signed"
-
-    def __call__(self, events, sensor_size, *, t_start=None, t_end=None) -> np.ndarray:
-        return to_voxel_grid(
-            events, sensor_size, self.bins, polarity=self.polarity, normalize=self.normalize,
-            t_start=t_start, t_end=t_end,
-        )
-
-
-@register_representation("histogram")
-@dataclass(frozen=True)
-class EventHistogram(_Binned):
-    """``to_event_histogram`` with fixed options; C = bins (x2 when split)."""
-
-    bins: int = 1
-    polarity: str = "split"
-
-    def __call__(self, events, sensor_size, *, t_start=None, t_end=None) -> np.ndarray:
-        return to_event_histogram(
-            events, sensor_size, bins=self.bins, polarity=self.polarity, normalize=self.normalize,
-            t_start=t_start, t_end=t_end,
-        )
-
-
-@register_representation("time_surface")
-@dataclass(frozen=True)
-class TimeSurface(Representation):
-    """``to_time_surface`` with fixed options, read at the window's end; C = 2 when split, else 1."""
-
-    tau: float = 50_000.0
-    polarity: str = "split"
-    normalize: str | None = None
-
-    def __post_init__(self):
-        if not (isinstance(self.tau, (int, float, np.integer, np.floating)) and self.tau > 0):
-            raise DataError(f"TimeSurface: tau must be a positive time in microseconds; got {self.tau!r}")
-        check_choice("TimeSurface", "polarity", self.polarity, TIME_SURFACE_POLARITY)
-        check_choice("TimeSurface", "normalize", self.normalize, NORMALIZATIONS)
-
-    @property
-    def channels(self) -> int:
-        return 2 if self.polarity == "split" else 1
-
-    def __call__(self, events, sensor_size, *, t_start=None, t_end=None) -> np.ndarray:
-        """The surface at t_end (the window's end) when given, else at the latest event."""
-        return to_time_surface(
-            events, sensor_size, tau=self.tau, polarity=self.polarity, t_ref=t_end, normalize=self.normalize
-        )

@@ -1,9 +1,13 @@
-"""The representation functions: ``to_voxel_grid``, ``to_event_histogram``, ``to_time_surface``.
+"""The built-in representations: voxel grid, event histogram, time surface.
 
-Each checks its options, hands the events to a kernel (``kernels``) and finishes the grid
-(``normalize``); the conventions they share are in the package docstring.
+Each is a function (``to_voxel_grid``, ``to_event_histogram``, ``to_time_surface``) that checks its
+options, hands the events to a kernel (``kernels``) and finishes the grid (``normalize``), and a
+registered ``Representation`` holding its options (``VoxelGrid``, ``EventHistogram``,
+``TimeSurface``). The conventions they share are in the package docstring.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -21,6 +25,7 @@ from data.representations.options import (
     raise_bad_event,
     time_range,
 )
+from data.representations.registry import Representation, register_representation
 
 MODE_CODE = {"signed": 0, "split": 1, "merged": 2}  # the kernels' polarity modes
 NEVER = np.iinfo(np.int64).min  # "this pixel never fired" in the time-surface kernel
@@ -161,3 +166,75 @@ def to_time_surface(
     if fired.any():
         flat[fired] = np.exp(-(ref - last[fired]) / float(tau))
     return finish(flat, channels, height, width, normalize)
+
+
+@dataclass(frozen=True)
+class _Binned(Representation):
+    """What the representations in time bins share: the options' checks and C."""
+
+    bins: int
+    polarity: str
+    normalize: str | None = None
+
+    def __post_init__(self):
+        check_binned(type(self).__name__, self.bins, self.polarity, self.normalize)
+
+    @property
+    def channels(self) -> int:
+        return binned_channels(self.bins, self.polarity)
+
+
+@register_representation("voxel_grid")
+@dataclass(frozen=True)
+class VoxelGrid(_Binned):
+    """``to_voxel_grid`` with fixed options; C = bins (x2 when split)."""
+
+    bins: int = 5
+    polarity: str = "signed"
+
+    def __call__(self, events, sensor_size, *, t_start=None, t_end=None) -> np.ndarray:
+        return to_voxel_grid(
+            events, sensor_size, self.bins, polarity=self.polarity, normalize=self.normalize,
+            t_start=t_start, t_end=t_end,
+        )
+
+
+@register_representation("histogram")
+@dataclass(frozen=True)
+class EventHistogram(_Binned):
+    """``to_event_histogram`` with fixed options; C = bins (x2 when split)."""
+
+    bins: int = 1
+    polarity: str = "split"
+
+    def __call__(self, events, sensor_size, *, t_start=None, t_end=None) -> np.ndarray:
+        return to_event_histogram(
+            events, sensor_size, bins=self.bins, polarity=self.polarity, normalize=self.normalize,
+            t_start=t_start, t_end=t_end,
+        )
+
+
+@register_representation("time_surface")
+@dataclass(frozen=True)
+class TimeSurface(Representation):
+    """``to_time_surface`` with fixed options, read at the window's end; C = 2 when split, else 1."""
+
+    tau: float = 50_000.0
+    polarity: str = "split"
+    normalize: str | None = None
+
+    def __post_init__(self):
+        if not (isinstance(self.tau, (int, float, np.integer, np.floating)) and self.tau > 0):
+            raise DataError(f"TimeSurface: tau must be a positive time in microseconds; got {self.tau!r}")
+        check_choice("TimeSurface", "polarity", self.polarity, TIME_SURFACE_POLARITY)
+        check_choice("TimeSurface", "normalize", self.normalize, NORMALIZATIONS)
+
+    @property
+    def channels(self) -> int:
+        return 2 if self.polarity == "split" else 1
+
+    def __call__(self, events, sensor_size, *, t_start=None, t_end=None) -> np.ndarray:
+        """The surface at t_end (the window's end) when given, else at the latest event."""
+        return to_time_surface(
+            events, sensor_size, tau=self.tau, polarity=self.polarity, t_ref=t_end, normalize=self.normalize
+        )
