@@ -60,6 +60,7 @@ from data.video_folder import TimingAugment, VideoFolderDataset
 from data.collate import collate_clips
 from data.simulator import EventSimulator, SimulatorConfig, SimulatorState, apply_refractory, simulate_events
 from data.synthetic import SyntheticConfig, SyntheticMotionDataset
+from data.geometry import rescale_events
 from data.event_datasets import (
     DATA_DIR_ENV,
     EventClipDataset,
@@ -67,7 +68,6 @@ from data.event_datasets import (
     get_event_dataset,
     list_event_datasets,
     register_event_dataset,
-    rescale_events,
 )
 
 import types as _types  # noqa: E402

@@ -11,8 +11,6 @@ not depend on which DataLoader worker loads it.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from data.errors import DataError
+from data.files import AtomicFile
 from data.video import Size, check_size, iter_video, video_times
 
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv", ".flv")
@@ -142,7 +141,7 @@ def index_videos(paths: Sequence[Path], cache: Path | None = None) -> list[np.nd
     """Frame times (T,) float64 of each video, reusing and updating an index cache file if given.
 
     The cache (.npz, no pickle) is keyed by absolute path, size and modification time, so an edited
-    video is indexed again; it is rewritten atomically (temporary file, then rename).
+    video is indexed again; it is rewritten atomically (``data.files.AtomicFile``).
     """
     cached: dict[str, tuple[int, int, np.ndarray]] = {}
     if cache is not None and cache.is_file():
@@ -178,26 +177,20 @@ def _load_cache(cache: Path) -> dict[str, tuple[int, int, np.ndarray]]:
 
 
 def _save_cache(cache: Path, entries: dict[str, tuple[int, int, np.ndarray]]) -> None:
-    cache.parent.mkdir(parents=True, exist_ok=True)
     keys = list(entries)
     times = [entries[k][2] for k in keys]
     offsets = np.cumsum([0] + [len(t) for t in times])
-    fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=cache.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(
-                f,
-                version=np.array(_CACHE_VERSION),
-                paths=np.array(keys, dtype=str),
-                sizes=np.array([entries[k][0] for k in keys], np.int64),
-                mtimes=np.array([entries[k][1] for k in keys], np.int64),
-                offsets=offsets.astype(np.int64),
-                times=np.concatenate(times) if times else np.zeros(0),
-            )
-        os.replace(tmp, cache)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # a file object: np.savez would append '.npz' to the temporary file's name
+    with AtomicFile(cache, parents=True) as tmp, open(tmp, "wb") as f:
+        np.savez(
+            f,
+            version=np.array(_CACHE_VERSION),
+            paths=np.array(keys, dtype=str),
+            sizes=np.array([entries[k][0] for k in keys], np.int64),
+            mtimes=np.array([entries[k][1] for k in keys], np.int64),
+            offsets=offsets.astype(np.int64),
+            times=np.concatenate(times) if times else np.zeros(0),
+        )
 
 
 class VideoFolderDataset(Dataset):

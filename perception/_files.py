@@ -1,37 +1,49 @@
-"""Writing files so that a crash or a full disk never leaves half a file in place of a good one."""
+"""Writing files so that a crash or a full disk never leaves half a file in place of a good one.
+
+The policy (a temporary file beside the target, renamed onto it when complete, removed on failure)
+lives in ``data.files``; this module raises perception's errors for it.
+"""
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from data.errors import DataError
+from data.files import AtomicFile
 from perception.errors import PerceptionError
+
+
+def atomic_file(path: str | os.PathLike) -> AtomicFile:
+    """A ``data.files.AtomicFile`` for ``path``, its folders created (``with`` it, or commit / discard it).
+
+    Raises:
+        PerceptionError: the folder cannot be created or written (names the path and the reason).
+    """
+    try:
+        return AtomicFile(path, parents=True)
+    except DataError as error:
+        reason = error.__cause__ or error  # AtomicFile chains the OSError
+        detail = getattr(reason, "strerror", None) or reason
+        raise PerceptionError(f"{Path(path)}: cannot write here ({detail})") from None
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it over ``path``.
 
     Raises:
-        PerceptionError: the folder cannot be created or written (names the path and the reason).
+        PerceptionError: the folder cannot be created or written, or writing fails (an OSError;
+            the previous file is then untouched). Other errors of ``write`` pass through.
     """
-    path = Path(path)
+    pending = atomic_file(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
+        with pending as tmp:
+            write(tmp)
     except OSError as exc:
-        raise PerceptionError(f"{path}: cannot write here ({exc.strerror or exc})") from None
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise PerceptionError(f"{path}: writing failed ({exc.strerror or exc}); the previous file is untouched") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+        detail = exc.strerror or exc
+        raise PerceptionError(f"{pending.path}: writing failed ({detail}); the previous file is untouched") from None
+    return pending.path
 
 
 def write_json(path: str | os.PathLike, obj) -> Path:

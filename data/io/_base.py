@@ -1,9 +1,7 @@
-"""What every format reader shares: the reader base class, path checks, atomic writes, small helpers."""
+"""What every format reader shares: the reader base class, path checks, small helpers."""
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -124,35 +122,3 @@ def check_body_length(path: Path, length: int, unit: int, what: str) -> None:
             f"{path}: truncated or corrupt {what}: the data is {length} bytes, not a multiple of the "
             f"{unit}-byte record ({length % unit} bytes left over)"
         )
-
-
-def _new_file_mode() -> int:
-    """The mode a plain ``open(path, 'w')`` would give: 0o666 less the process umask."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it onto ``path``, else delete it.
-
-    Renaming within one folder is atomic, so ``path`` is either the old file or the complete new one.
-    """
-    parent = path.parent
-    if not parent.is_dir():
-        raise DataError(f"{path}: the folder {parent} does not exist")
-    try:
-        fd, name = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".part")
-    except OSError as error:
-        raise DataError(f"{path}: cannot create a file in {parent} ({error.strerror or error})") from error
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.chmod(tmp, _new_file_mode())  # mkstemp makes 0600; give the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise

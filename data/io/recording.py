@@ -21,7 +21,8 @@ import numpy as np
 
 from data.errors import DataError
 from data.events import Events, SensorSize, as_events, check_events
-from data.io._base import EventReader, atomic_path, check_readable, concat, parse_sensor_size, read_head
+from data.files import AtomicFile
+from data.io._base import EventReader, check_readable, concat, parse_sensor_size, read_head
 from data.io._registry import SNIFF_BYTES, FormatSpec, detect_format, get_format, writer_for
 
 DEFAULT_CHUNK_SIZE = 1 << 20  # events per chunk from iter_events: 13 MB of canonical events
@@ -284,6 +285,6 @@ def write_events(
     if path.is_dir():
         raise DataError(f"{path}: is a directory")
     assert spec.writer is not None
-    with atomic_path(path) as tmp, _wrapped(path, spec, "write"):
+    with AtomicFile(path) as tmp, _wrapped(path, spec, "write"):
         spec.writer(tmp, events, size)
     return path

@@ -199,8 +199,9 @@ def _cases(reps, tonic, sensor, bins: int, tau_us: float):
 
 def _first_calls(reps, bins: int, tau_us: float, rng) -> dict[str, float]:
     """Seconds of the first call of each kernel on a small input (compilation, or loading it from
-    numba's cache in ``data/__pycache__``; the first of all also starts numba's runtime). The voxel
-    grid is called on a sparse and on a dense window, which use different kernels."""
+    numba's cache in ``data/representations/__pycache__``; the first of all also starts numba's
+    runtime). The voxel grid is called on a sparse and on a dense window, which use different
+    kernels."""
     events = _synthetic_events(1_000, (346, 260), rng)
     dense = _synthetic_events(1_000, (16, 12), rng)
     seconds = {}

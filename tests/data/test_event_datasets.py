@@ -454,7 +454,7 @@ def test_registry_refuses_duplicate_names():
 
 
 def test_rescale_events_into_a_reused_buffer():
-    from data.event_datasets import rescale_events
+    from data.geometry import rescale_events
     from data.events import make_events
 
     rng = np.random.default_rng(5)

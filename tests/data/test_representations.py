@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import data.representations as reps
+from data.representations import kernels
 from data.errors import DataError
 from data.events import EVENT_DTYPE, make_events
 from data.representations import (
@@ -75,7 +76,7 @@ def backend(request, monkeypatch):
     """Run a test on the compiled kernels and again on the numpy fallback."""
     if request.param == "numba":
         pytest.importorskip("numba")
-    monkeypatch.setattr(reps, "use_numba", request.param == "numba")
+    monkeypatch.setattr(kernels, "use_numba", request.param == "numba")
     return request.param
 
 
@@ -283,7 +284,7 @@ def test_numba_and_numpy_kernels_agree(monkeypatch):
     events = random_events(50_000, sensor=(64, 48), seed=9)
     results = {}
     for flag in (True, False):
-        monkeypatch.setattr(reps, "use_numba", flag)
+        monkeypatch.setattr(kernels, "use_numba", flag)
         results[flag] = [
             to_voxel_grid(events, (64, 48), 5, polarity="split"),
             to_event_histogram(events, (64, 48), bins=4),
@@ -425,8 +426,8 @@ def test_real_recordings(shared_data, monkeypatch, name, sensor):
     events = as_events(np.load(shared_data / "events" / f"{name}.reference.npy"))
     signed = float(np.where(events["p"] > 0, 1, -1).sum())
     grids = []
-    for flag in ([True, False] if reps.numba is not None else [False]):
-        monkeypatch.setattr(reps, "use_numba", flag)
+    for flag in ([True, False] if kernels.numba is not None else [False]):
+        monkeypatch.setattr(kernels, "use_numba", flag)
         grids.append(to_voxel_grid(events, sensor, 5, polarity="split"))
         signed_grid = to_voxel_grid(events, sensor, 5)
         assert float(signed_grid.sum(dtype=np.float64)) == pytest.approx(signed, abs=1e-2)
