@@ -15,6 +15,23 @@ from data.errors import DataError
 EVENT_DTYPE = np.dtype([("x", "<u2"), ("y", "<u2"), ("t", "<i8"), ("p", "<i1")])
 Events = np.ndarray  # structured array of EVENT_DTYPE, shape (N,)
 SensorSize = tuple[int, int]  # (width, height)
+# The records as plain bytes: numpy copies a packed structured dtype field by field (about 15 ns an
+# event); viewed as 13-byte blobs the same copy is one memcpy (about 2.5 ns an event).
+_RECORD = np.dtype((np.void, EVENT_DTYPE.itemsize))
+
+
+def concat_events(arrays: list[Events]) -> Events:
+    """One canonical array of the given ones, in order (a copy; no copy for a single array)."""
+    if len(arrays) == 1:
+        return arrays[0]
+    if not arrays:
+        return np.empty(0, dtype=EVENT_DTYPE)
+    return np.concatenate([a.view(_RECORD) for a in arrays]).view(EVENT_DTYPE)
+
+
+def copy_events(events: Events) -> Events:
+    """A copy of a canonical array, as ``events.copy()`` makes it, at memcpy speed."""
+    return events.view(_RECORD).copy().view(EVENT_DTYPE)
 
 
 def make_events(x, y, t, p) -> Events:

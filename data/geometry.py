@@ -7,9 +7,15 @@ same pixels in both.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
+
+try:
+    import numba
+except ImportError:  # rescale_events maps with numpy instead, to the same coordinates
+    numba = None
 
 from data.errors import DataError
 from data.events import Events, SensorSize
@@ -56,6 +62,11 @@ def rescale_events(events: Events, native: SensorSize, frame: SensorSize, downsa
     if tuple(frame) == tuple(native):
         return events
     out = np.empty_like(events) if out is None else out[: len(events)]
+    # One pass over the records with a table per axis (about 2 ns an event against 12 for the numpy
+    # passes below); an event outside the sensor (the representation reports it) goes to numpy.
+    if numba is not None and len(events) >= 2 and _rescale_records(
+            events, out, *_coordinate_tables(tuple(native), tuple(frame), downsample)) < 0:
+        return out
     if downsample > 1:
         np.floor_divide(events["x"], downsample, out=out["x"])
         np.floor_divide(events["y"], downsample, out=out["y"])
@@ -64,3 +75,32 @@ def rescale_events(events: Events, native: SensorSize, frame: SensorSize, downsa
         np.floor_divide(events["y"].astype(np.uint32) * frame[1], native[1], out=out["y"], casting="unsafe")
     out["t"], out["p"] = events["t"], events["p"]
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def _coordinate_tables(native: SensorSize, frame: SensorSize, downsample: int) -> tuple[np.ndarray, np.ndarray]:
+    """The frame coordinate of every sensor column and row, as ``rescale_events`` maps them."""
+    tables = []
+    for axis in (0, 1):
+        sensor = np.arange(native[axis], dtype=np.uint32)
+        mapped = sensor // downsample if downsample > 1 else sensor * frame[axis] // native[axis]
+        tables.append(mapped.astype(np.uint16))
+    return tables[0], tables[1]
+
+
+def _rescale_records_py(events, out, x_of, y_of):  # pragma: no cover (numba)
+    """Write each event with its mapped x, y into ``out``; the index of the first event outside the
+    tables (nothing written from it on), or -1."""
+    for i in range(events.shape[0]):
+        e = events[i]
+        if e.x >= x_of.shape[0] or e.y >= y_of.shape[0]:
+            return i
+        o = out[i]
+        o.x = x_of[e.x]
+        o.y = y_of[e.y]
+        o.t = e.t
+        o.p = e.p
+    return -1
+
+
+_rescale_records = numba.njit(cache=True, nogil=True)(_rescale_records_py) if numba is not None else None

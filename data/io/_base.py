@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from data.errors import DataError
-from data.events import EVENT_DTYPE, Events, SensorSize
+from data.events import EVENT_DTYPE, Events, SensorSize, concat_events
 
 # Largest coordinate the canonical dtype holds, plus one: the largest sensor side we accept.
 MAX_SIDE = 1 << 16
@@ -57,11 +57,7 @@ def empty_events() -> Events:
 
 def concat(chunks: list[Events]) -> Events:
     """Concatenate canonical chunks (an empty list gives an empty array)."""
-    if not chunks:
-        return empty_events()
-    if len(chunks) == 1:
-        return chunks[0]
-    return np.concatenate(chunks)
+    return concat_events(chunks)
 
 
 def check_readable(path: Path) -> int:

@@ -9,7 +9,6 @@ import ctypes
 import json
 import os
 import sys
-import tempfile
 import time
 from collections import deque
 from fractions import Fraction
@@ -18,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from perception._files import atomic_file
 from perception.errors import PerceptionError
 from perception.streaming.runner import StepResult
 
@@ -26,30 +26,20 @@ HISTORY = 120          # steps shown in the plot
 MIN_DISPLAY_H = 240    # small model inputs (event images) are scaled up to at least this height
 
 
-def _temporary(path: Path) -> Path:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-        os.close(fd)
-    except OSError as exc:
-        raise PerceptionError(f"{path}: cannot write here ({exc.strerror or exc})") from None
-    return Path(tmp)
-
-
 class JsonlSink:
     """One JSON object per step: t, dt, label, score, probs, skipped, latency_ms (and events)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.tmp = _temporary(self.path)
-        self.file = self.tmp.open("w")
+        self.pending = atomic_file(self.path)  # renamed onto the path when the stream closes
+        self.file = self.pending.tmp.open("w")
 
     def write(self, result: StepResult) -> None:
         self.file.write(json.dumps(result.record()) + "\n")
 
     def close(self) -> None:
         self.file.close()
-        os.replace(self.tmp, self.path)
+        self.pending.commit()
 
 
 class Overlay:
@@ -97,7 +87,7 @@ class VideoSink:
     def __init__(self, path: Path, classes: list[str]) -> None:
         self.path = Path(path)
         self.overlay = Overlay(classes)
-        self.tmp = _temporary(self.path)
+        self.pending = atomic_file(self.path)  # renamed onto the path when the stream closes
         self.container = None
         self.last_pts = -1
 
@@ -107,7 +97,7 @@ class VideoSink:
         canvas = self.overlay.draw(result)
         canvas = canvas[: canvas.shape[0] // 2 * 2, : canvas.shape[1] // 2 * 2]  # yuv420p needs even sides
         if self.container is None:
-            self.container = av.open(str(self.tmp), "w", format="mp4")
+            self.container = av.open(str(self.pending.tmp), "w", format="mp4")
             self.stream = self.container.add_stream("libx264", rate=30)
             self.stream.width, self.stream.height = canvas.shape[1], canvas.shape[0]
             self.stream.pix_fmt = "yuv420p"
@@ -120,11 +110,11 @@ class VideoSink:
 
     def close(self) -> None:
         if self.container is None:
-            self.tmp.unlink(missing_ok=True)
+            self.pending.discard()
             return
         self.container.mux(self.stream.encode())
         self.container.close()
-        os.replace(self.tmp, self.path)
+        self.pending.commit()
 
 
 class WindowSink:
