@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 # cv2 before av: PyAV's wheel bundles a private libxcb, and OpenCV's Qt window, loaded after it,
 # binds to that copy and freezes (PyAV-Org/PyAV#1050).
@@ -236,21 +237,13 @@ def _decode(path: Path, size: Size | None, grey: bool, start: float, end: float 
         container.close()
 
 
-def read_video(
-    path: str | Path,
-    *,
-    size: Size | None = None,
-    grey: bool = False,
-    start: float = 0.0,
-    end: float | None = None,
-    threads: int = 0,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-) -> tuple[np.ndarray, np.ndarray]:
+def read_video(path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES, **options: Any) -> tuple[np.ndarray, np.ndarray]:
     """Decode a whole video (or the window ``[start, end)``) into memory.
 
     Args:
-        path, size, grey, start, end, threads: as for ``iter_video``.
+        path: the video file.
         max_bytes: refuse (DataError) rather than hold more decoded pixels than this.
+        options: ``size``, ``grey``, ``start``, ``end``, ``threads``, as for ``iter_video``.
 
     Returns:
         times (T,) float64 seconds, and frames (T, H, W, 3) or (T, H, W) uint8.
@@ -259,7 +252,7 @@ def read_video(
     times: list[float] = []
     frames: list[Frame] = []
     held = 0
-    frame_iter = iter_video(path, size=size, grey=grey, start=start, end=end, threads=threads)
+    frame_iter = iter_video(path, **options)
     try:
         for t, frame in frame_iter:
             held += frame.nbytes
@@ -274,8 +267,8 @@ def read_video(
         frame_iter.close()
     if not frames:
         info = video_info(path)
-        width, height = size or (info.width, info.height)
-        shape = (0, height, width) if grey else (0, height, width, 3)
+        width, height = options.get("size") or (info.width, info.height)
+        shape = (0, height, width) if options.get("grey") else (0, height, width, 3)
         return np.zeros(0, np.float64), np.zeros(shape, np.uint8)
     return np.asarray(times, np.float64), np.stack(frames)
 

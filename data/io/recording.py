@@ -23,6 +23,7 @@ from data.errors import DataError
 from data.events import Events, SensorSize, as_events, check_events
 from data.files import AtomicFile
 from data.io._base import EventReader, check_readable, concat, parse_sensor_size, read_head
+from data.io._scan import first_backward, first_outside
 from data.io._registry import SNIFF_BYTES, FormatSpec, detect_format, get_format, writer_for
 
 DEFAULT_CHUNK_SIZE = 1 << 20  # events per chunk from iter_events: 13 MB of canonical events
@@ -114,21 +115,17 @@ def _in_order(path: Path, chunks: Iterable[Events], repair: bool) -> Iterator[Ev
         if not len(events):
             continue
         t = events["t"]
-        if repair:
-            if (last is not None and t[0] < last) or bool((t[1:] < t[:-1]).any()):
-                if not t.flags.writeable:
-                    events = events.copy()
-                    t = events["t"]
-                if last is not None and t[0] < last:
-                    t[0] = last
-                np.maximum.accumulate(t, out=t)
-        else:
+        i = first_backward(events, last)
+        if i >= 0 and repair:
+            if not t.flags.writeable:
+                events = events.copy()
+                t = events["t"]
             if last is not None and t[0] < last:
-                raise DataError(f"{path}: timestamps go backwards at event {seen} ({last} -> {t[0]} us)")
-            back = np.flatnonzero(t[1:] < t[:-1])
-            if back.size:
-                i = int(back[0]) + 1
-                raise DataError(f"{path}: timestamps go backwards at event {seen + i} ({t[i - 1]} -> {t[i]} us)")
+                t[0] = last
+            np.maximum.accumulate(t, out=t)
+        elif i >= 0:
+            before = last if i == 0 else t[i - 1]
+            raise DataError(f"{path}: timestamps go backwards at event {seen + i} ({before} -> {t[i]} us)")
         last = int(t[-1])
         seen += len(events)
         yield events
@@ -139,9 +136,8 @@ def _inside(path: Path, chunks: Iterable[Events], size: SensorSize, source: str)
     width, height = size
     seen = 0
     for events in chunks:
-        outside = np.flatnonzero((events["x"] >= width) | (events["y"] >= height)) if len(events) else ()
-        if len(outside):
-            i = int(outside[0])
+        i = first_outside(events, width, height)
+        if i >= 0:
             raise DataError(
                 f"{path}: event {seen + i} at x={events['x'][i]}, y={events['y'][i]} lies outside the "
                 f"{width} x {height} sensor (size from {source})"
