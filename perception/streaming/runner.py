@@ -2,7 +2,7 @@
 
 dt of a step is the time since the previous processed observation (seconds, from the source's own
 timestamps, so frames a live source skipped make it longer); for the first step it is the first
-event window's duration, or the model's time scale for frames (the nominal period it was trained at).
+event window's duration, or the checkpoint's time scale for frames (the nominal period it was trained at).
 """
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ class StreamRunner:
         self.model, self.classes = checkpoint.model.to(device).eval(), checkpoint.classes
         self.preprocess = Preprocessor(checkpoint.preprocessing, source.sensor_size)
         self.source, self.device = source, device
-        self.nominal_dt = float(self.model.time_scale)
+        self.nominal_dt = checkpoint.preprocessing.time_scale
         self.latencies = Reservoir()
         self.observed = 0        # observations processed (frames or windows)
         self.events = 0          # events processed (event sources)
@@ -93,7 +93,7 @@ class StreamRunner:
 
         pre = self.preprocess
         if pre.modality == "frames":
-            width, height = pre.size
+            width, height = pre.frame_size
             obs = Observation(0.0, "frame", np.zeros((height, width, 3), np.uint8))
         else:
             width, height = pre.sensor_size

@@ -31,6 +31,7 @@ import numpy as np
 
 from data import (
     EventSimulator,
+    Preprocessing,
     SimulatorConfig,
     WindowCutter,
     WindowSpec,
@@ -206,14 +207,12 @@ def _event_camera(spec: str, index: int, window: WindowSpec) -> Source:
     return live(Source(spec, "events", True, _windows(camera.chunks, window), camera.sensor_size, [camera.stop]))
 
 
-def open_source(spec: str, preprocessing: dict[str, Any]) -> Source:
+def open_source(spec: str, preprocessing: Preprocessing) -> Source:
     """The source named by ``spec`` for a model trained with ``preprocessing`` (its modality decides
     whether frames or event windows are needed)."""
-    modality = preprocessing.get("modality")
-    if modality not in ("frames", "events"):
-        raise PerceptionError(f"checkpoint preprocessing: unknown modality {modality!r}")
-    window = preprocessing.get("window")
-    spec_window = WindowSpec(window["mode"], int(window["size"]), int(window.get("overlap", 0))) if window else None
+    if not isinstance(preprocessing, Preprocessing):
+        raise PerceptionError(f"open_source: expected a data.Preprocessing, got {type(preprocessing).__name__}")
+    modality, spec_window = preprocessing.modality, preprocessing.window
     simulated = spec.startswith("sim:")
     inner = spec[4:] if simulated else spec
 
@@ -230,7 +229,7 @@ def open_source(spec: str, preprocessing: dict[str, Any]) -> Source:
             _expect(modality, "frames", spec)
             return live(Source(spec, "frame", True, _frames(iter_webcam(index))))
         _expect(modality, "events", spec)
-        size = tuple(preprocessing["frame_size"])
+        size = preprocessing.frame_size
         frames = iter_webcam(index)
         return live(Source(spec, "events", True, _windows(_simulated(frames, size), spec_window), size))
 
@@ -240,14 +239,13 @@ def open_source(spec: str, preprocessing: dict[str, Any]) -> Source:
     if simulated or path.suffix.lower() in VIDEO_SUFFIXES:
         if simulated:
             _expect(modality, "events", spec)
-            size = tuple(preprocessing["frame_size"])
+            size = preprocessing.frame_size
             # Simulating costs more than cutting and the model: it is the part that runs ahead.
             return _read_ahead(spec, "events", _simulated(iter_video(path), size),
                                lambda events: _windows(events, spec_window), size)
         _expect(modality, "frames", spec)
-        size = tuple(int(v) for v in preprocessing["size"])
         # The decoder scales and converts in one pass, as the video-folder dataset reads its clips.
-        frames = iter_video(path, size=size, grey=bool(preprocessing.get("grey")))
+        frames = iter_video(path, size=preprocessing.frame_size, grey=preprocessing.channels == 1)
         return _read_ahead(spec, "frame", frames, _frames)
     _expect(modality, "events", spec)
     size = stated_sensor_size(path) or probe_events(path).sensor_size  # probing decodes the whole file

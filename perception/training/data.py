@@ -2,8 +2,8 @@
 
 Each yields the batches of ``data.collate_clips`` and tells the model what it
 needs to be built and to be fed later (``classes``, ``in_channels``, ``preprocessing``,
-``time_scale``). The preprocessing dict goes into every checkpoint, so that streaming inference
-turns frames or events into tensors exactly as training did.
+``time_scale``). The preprocessing (a ``data.Preprocessing``) goes into every checkpoint, so that
+streaming inference turns frames or events into tensors exactly as training did.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from data import (
     EventClipDataset,
+    Preprocessing,
     TimingAugment,
     VideoFolderDataset,
     WindowSpec,
@@ -119,7 +120,7 @@ class ClipDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     @property
-    def preprocessing(self) -> dict[str, Any]:
+    def preprocessing(self) -> Preprocessing:
         raise NotImplementedError
 
     # -- shared
@@ -239,18 +240,12 @@ class SyntheticDataModule(ClipDataModule):
         return self.config.make_representation().channels if self.modality == "events" else 1
 
     @property
-    def preprocessing(self) -> dict[str, Any]:
-        side = [self.config.size, self.config.size]
+    def preprocessing(self) -> Preprocessing:
+        side = (self.config.size, self.config.size)
         if self.modality == "frames":
-            return {"modality": "frames", "size": side, "grey": True}
-        return {
-            "modality": "events",
-            "sensor_size": side,
-            "frame_size": side,
-            "representation": self.config.make_representation().to_config(),
-            "window": {"mode": "duration", "size": int(round(self.time_scale * 1e6)), "overlap": 0},
-        }
-
+            return Preprocessing.frames(side, 1, self.time_scale)
+        window = WindowSpec.duration(int(round(self.time_scale * 1e6)))
+        return Preprocessing.events(side, side, self.config.representation, window, self.time_scale)
 
 def hold_out(indices: np.ndarray, fraction: float) -> tuple[list[int], list[int]]:
     """Split ``indices`` (already shuffled) into (kept, held out): the first ``fraction`` is held out."""
@@ -352,16 +347,10 @@ class EventDataModule(FolderDataModule):
         return self.representation.channels
 
     @property
-    def preprocessing(self) -> dict[str, Any]:
-        width, height = self.probe.frame_size
-        return {
-            "modality": "events",
-            "sensor_size": list(self.probe.sensor_size),
-            "frame_size": [width, height],
-            "downsample": self.probe.downsample,
-            "representation": self.representation.to_config(),
-            "window": {"mode": self.window.mode, "size": self.window.size, "overlap": self.window.overlap},
-        }
+    def preprocessing(self) -> Preprocessing:
+        probe = self.probe
+        return Preprocessing.events(probe.sensor_size, probe.frame_size, self.representation, self.window,
+                                    self.time_scale, probe.downsample)
 
 
 class VideoFolderDataModule(FolderDataModule):
@@ -440,6 +429,6 @@ class VideoFolderDataModule(FolderDataModule):
         return 1 if self.common["grey"] else 3
 
     @property
-    def preprocessing(self) -> dict[str, Any]:
-        return {"modality": "frames", "size": list(self.common["size"]), "grey": self.common["grey"]}
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing.frames(self.common["size"], self.in_channels, self.time_scale)
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from data import read_events, slice_windows, video_times, WindowSpec
+from data import Preprocessing, WindowSpec, read_events, slice_windows, video_times
 from perception.cli import main
 from perception.streaming.sources import Observation, Source, live
 
@@ -266,9 +266,8 @@ def test_streaming_maps_event_coordinates_as_the_training_data_did():
     from perception.streaming.preprocess import Preprocessor
 
     # 100 px downsampled by 3 -> 34 px: x // 3 and x * 34 // 100 differ (x = 50: 16 against 17)
-    pre = {"modality": "events", "sensor_size": [100, 100], "frame_size": [34, 34], "downsample": 3,
-           "representation": {"name": "voxel_grid", "bins": 2, "polarity": "signed"},
-           "window": {"mode": "duration", "size": 1000, "overlap": 0}}
+    pre = Preprocessing.events((100, 100), (34, 34), {"name": "voxel_grid", "bins": 2, "polarity": "signed"},
+                               WindowSpec.duration(1000), 1e-3, downsample=3)
     rng = np.random.default_rng(0)
     events = make_events(rng.integers(0, 100, 500), rng.integers(0, 100, 500), np.sort(rng.integers(0, 1000, 500)),
                          rng.integers(0, 2, 500))
