@@ -11,8 +11,8 @@ Fields (``VERSION`` 1):
   coordinates mapped onto it.
 - ``channels``: C of the model input: 1 (grey) or 3 (RGB) for frames, the representation's
   channels for events.
-- ``time_scale``: the nominal period, seconds: the training data's median dt, the dt of a stream's
-  first frame.
+- ``time_scale``: the nominal period, seconds: the training data's median dt (``data.timing``), the
+  dt of a stream's first frame.
 - events only: ``sensor_size`` (W, H) of the recordings trained on; ``downsample`` (k >= 1: the
   coordinates were x // k, and then ``frame_size`` is the sensor's size divided by k, rounded up; 1:
   x * W' // W); ``representation`` (the ``create_representation`` config); ``window`` (the
@@ -38,6 +38,7 @@ import numpy as np
 
 from data.errors import DataError
 from data.representations import Representation, create_representation
+from data.timing import check_period
 from data.windows import WindowSpec
 
 VERSION = 1
@@ -65,13 +66,6 @@ def _size(field: str, value) -> tuple[int, int]:
             and all(1 <= v <= MAX_SIDE for v in value)):
         raise _fail(field, f"expected (width, height), integers in 1..{MAX_SIDE}; got {value!r}")
     return int(value[0]), int(value[1])
-
-
-def _time_scale(value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(value) or value <= 0:
-        raise _fail("time_scale", f"expected a finite number of seconds > 0; got {value!r}")
-    return float(value)
 
 
 def _representation(value) -> Representation:
@@ -122,7 +116,7 @@ class Preprocessing:
         set_("channels", int(self.channels))
         if self.channels * width * height > MAX_VALUES:
             raise _fail("channels", f"{self.channels} x {height} x {width} inputs hold more than {MAX_VALUES:,} values")
-        set_("time_scale", _time_scale(self.time_scale))
+        set_("time_scale", check_period("preprocessing.time_scale", self.time_scale))
         if not (_is_int(self.downsample) and 1 <= self.downsample <= MAX_SIDE):
             raise _fail("downsample", f"expected an integer in 1..{MAX_SIDE}; got {self.downsample!r}")
         set_("downsample", int(self.downsample))

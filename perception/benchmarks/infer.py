@@ -86,7 +86,7 @@ def _video(path: Path, frames: int) -> Path:
 def _checkpoint(folder: Path, modality: str) -> Path:
     import torch
 
-    from data import Preprocessing, WindowSpec
+    from data import Preprocessing, WindowSpec, s_to_us
     from data.synthetic import SyntheticConfig
     from perception.checkpoint import save_checkpoint
     from perception.model import PerceptionModel
@@ -100,7 +100,7 @@ def _checkpoint(folder: Path, modality: str) -> Path:
         rep = {"name": "voxel_grid", "bins": 5, "polarity": "signed", "normalize": "standard"}
         model = PerceptionModel(5, 8, time_scale=time_scale)
         # A recording has no frames: the windows the built-in dataset's model cuts it into.
-        pre = Preprocessing.events(side, side, rep, WindowSpec.duration(int(time_scale * 1e6)), time_scale)
+        pre = Preprocessing.events(side, side, rep, WindowSpec.duration(s_to_us(time_scale)), time_scale)
     torch.manual_seed(0)
     return save_checkpoint(folder / f"{modality}.ckpt", model.eval(), [str(k) for k in range(8)], pre)
 

@@ -5,7 +5,7 @@ Frames: resized to the training frame size (W, H), grey when trained with one ch
 [0, 1] -> (1, C, H, W).
 Events: coordinates mapped from the sensor onto the training frame size (``data.rescale_events``, as
 the training data did, downsampling included), then the checkpoint's representation over the
-window's own time range -> (1, C, H, W).
+window's own time range (its bounds in microseconds, as the source cut it) -> (1, C, H, W).
 """
 from __future__ import annotations
 
@@ -65,9 +65,10 @@ class Preprocessor:
                 grown = 0 if self._scratch is None else 2 * len(self._scratch)
                 self._scratch = np.empty(max(len(events), grown), dtype=events.dtype)
             events = rescale_events(events, self.sensor_size, self.frame_size, self.downsample, out=self._scratch)
-        t_start = int(round(obs.t_start * 1e6)) if obs.t_start is not None else None
-        t_end = int(round(obs.t * 1e6))
-        if t_start is not None and len(events):  # merged live windows: the range covers them all
+        if obs.span_us is None:
+            raise PerceptionError("events observation: no window bounds (span_us); make it with Observation.of_window")
+        t_start, t_end = obs.span_us
+        if len(events):  # merged live windows: the range covers them all
             t_start = min(t_start, int(events["t"][0]))
             t_end = max(t_end, int(events["t"][-1]))
         grid = self.representation(events, (width, height), t_start=t_start, t_end=t_end)

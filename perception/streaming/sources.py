@@ -11,7 +11,9 @@ SOURCE is one of:
 Event sources are cut into windows exactly as the checkpoint's preprocessing says (duration or
 count, overlap). Every observation carries ``t``: the source's own time in seconds (container
 timestamps for video, the window's end for events, capture time for webcams; for an event
-camera, the window's end on the camera's clock, counted from its first event).
+camera, the window's end on the camera's clock, counted from its first event). Event observations
+also carry their window's bounds in microseconds as cut (``span_us``), so preprocessing reads the
+window's own integer times.
 
 Recorded sources (files) are decoded in a thread a few items ahead of the model (``ReadAhead``):
 decoding (numba, PyAV) releases the GIL, so it runs on one core while window cutting,
@@ -33,6 +35,7 @@ from data import (
     EventSimulator,
     Preprocessing,
     SimulatorConfig,
+    Window,
     WindowCutter,
     WindowSpec,
     iter_events,
@@ -40,6 +43,7 @@ from data import (
     iter_webcam,
     probe_events,
     stated_sensor_size,
+    us_to_s,
 )
 from data.events import Events
 from perception.errors import PerceptionError
@@ -54,13 +58,22 @@ POLL_S = 0.05   # how often a read-ahead thread blocked on a full queue checks w
 @dataclass
 class Observation:
     """One step's input. ``kind`` "frame": ``data`` (H, W, 3) or (H, W) uint8; "events": ``data``
-    (N,) events in the sensor's coordinates over [t_start, t] seconds."""
+    (N,) events in the sensor's coordinates over [t_start, t] seconds, the window
+    ``span_us`` = (start, end) microseconds (``of_window``)."""
 
     t: float
     kind: str
     data: Any
     t_start: float | None = None
     skipped: int = 0  # observations a live source dropped just before this one (the model was slower)
+    span_us: tuple[int, int] | None = None
+
+    @classmethod
+    def of_window(cls, window: Window, skipped: int = 0) -> "Observation":
+        """The observation of an event window: its events, its end as t, its bounds."""
+        return cls(us_to_s(window.t_end_us), "events", window.events, us_to_s(window.t_start_us), skipped,
+                   (window.t_start_us, window.t_end_us))
+
 
 
 @dataclass
@@ -175,9 +188,9 @@ def _windows(chunks, spec: WindowSpec) -> Iterator[Observation]:
     cutter = WindowCutter(spec, copy=False)  # our chunks are new arrays, never reused
     for chunk in chunks:
         for window in cutter.push(chunk):
-            yield Observation(window.t_end_us * 1e-6, "events", window.events, window.t_start_us * 1e-6)
+            yield Observation.of_window(window)
     for window in cutter.finish():
-        yield Observation(window.t_end_us * 1e-6, "events", window.events, window.t_start_us * 1e-6)
+        yield Observation.of_window(window)
 
 
 def _simulated(frames, size: tuple[int, int], seed: int = 0) -> Iterator[Events]:
@@ -334,4 +347,5 @@ def merge(observations: list[Observation]) -> Observation:
     if last.kind == "frame":
         return Observation(last.t, "frame", last.data, None, skipped)
     events = np.concatenate([o.data for o in observations])
-    return Observation(last.t, "events", events, observations[0].t_start, skipped)
+    span = (observations[0].span_us[0], last.span_us[1])
+    return Observation(last.t, "events", events, observations[0].t_start, skipped, span)

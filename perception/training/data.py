@@ -3,10 +3,13 @@
 Each yields the batches of ``data.collate_clips`` and tells the model what it
 needs to be built and to be fed later (``classes``, ``in_channels``, ``preprocessing``,
 ``time_scale``). The preprocessing (a ``data.Preprocessing``) goes into every checkpoint, so that
-streaming inference turns frames or events into tensors exactly as training did.
+streaming inference turns frames or events into tensors exactly as training did; the time scale
+(``data.timing.nominal_period`` of the training clips) is its nominal period, and the dt of a
+clip's first step when nothing else gives one.
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import lightning as L
@@ -23,8 +26,9 @@ from data import (
     collate_clips,
     create_representation,
     list_event_datasets,
+    nominal_period,
+    s_to_us,
 )
-from data.collate import clip_dt
 from data.synthetic import DEFAULT_SIZES, SyntheticConfig, SyntheticMotionDataset, class_names, pair_kinds
 from perception.errors import PerceptionError
 from perception.training.resume import ResumableLoader
@@ -130,12 +134,10 @@ class ClipDataModule(L.LightningDataModule):
 
     @property
     def time_scale(self) -> float:
-        """The median dt (seconds) of the training clips: one unit of head time."""
+        """The median known dt (seconds) of the training clips (``data.timing.nominal_period``): the
+        nominal period, and one unit of head time."""
         if self._time_scale is None:
-            dataset = self.split("train")
-            dts = np.concatenate([clip_dt(t) for t in self.clip_times(dataset)])
-            positive = dts[dts > 0]
-            self._time_scale = float(np.median(positive)) if positive.size else 1.0
+            self._time_scale = nominal_period(self.clip_times(self.split("train")))
         return self._time_scale
 
     def split(self, name: str) -> Dataset:
@@ -153,7 +155,9 @@ class ClipDataModule(L.LightningDataModule):
         # Workers copy the dataset when they start: a dataset with per-epoch draws needs fresh ones
         # every epoch to see its epoch.
         persistent = self.num_workers > 0 and not (shuffle and epoch_follower(dataset) is not None)
-        options = {"batch_size": self.batch_size, "num_workers": self.num_workers, "collate_fn": collate_clips,
+        # A clip starting at 0 gets the nominal period as its first dt, as a stream's first frame does.
+        collate = partial(collate_clips, default_period=self.time_scale)
+        options = {"batch_size": self.batch_size, "num_workers": self.num_workers, "collate_fn": collate,
                    "persistent_workers": persistent,
                    # worker seeds from the loader's own generator: loading never draws from the global one
                    "generator": torch.Generator().manual_seed(self.shuffle_seed)}
@@ -225,6 +229,8 @@ class SyntheticDataModule(ClipDataModule):
 
     def clip_times(self, dataset: Dataset) -> list[np.ndarray]:
         base = dataset.dataset if isinstance(dataset, InMemory) else dataset
+        if not isinstance(base, SyntheticMotionDataset):  # a split put in place by hand
+            return super().clip_times(dataset)
         return [clip.t for clip in base.clips]
 
     def pair_kinds(self) -> dict[str, str]:
@@ -244,7 +250,7 @@ class SyntheticDataModule(ClipDataModule):
         side = (self.config.size, self.config.size)
         if self.modality == "frames":
             return Preprocessing.frames(side, 1, self.time_scale)
-        window = WindowSpec.duration(int(round(self.time_scale * 1e6)))
+        window = WindowSpec.duration(s_to_us(self.time_scale))
         return Preprocessing.events(side, side, self.config.representation, window, self.time_scale)
 
 def hold_out(indices: np.ndarray, fraction: float) -> tuple[list[int], list[int]]:

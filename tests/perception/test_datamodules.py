@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from data import Preprocessing, WindowSpec
-from data.collate import clip_dt
+from data.timing import known_dts
 from perception.training.data import EventDataModule, SyntheticDataModule, VideoFolderDataModule
 from perception.training.module import PerceptionModule
 
@@ -86,7 +86,7 @@ def test_event_time_scale_needs_no_representation(tmp_path, monkeypatch):
                    downsample=4, val_fraction=0.34)
     train = EventDataModule("dvsgesture", **options).split("train")
     expected = [train[i][1].numpy() for i in range(len(train))]
-    dts = np.concatenate([clip_dt(t) for t in expected])
+    dts = np.concatenate([known_dts(t) for t in expected])
     assert np.unique(np.round(dts, 6)).size > 1  # really variable
     fresh = EventDataModule("dvsgesture", **options)
 

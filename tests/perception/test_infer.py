@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from data import Preprocessing, WindowSpec, read_events, slice_windows, video_times
+from data import Preprocessing, Window, WindowSpec, read_events, slice_windows, video_times
 from perception.cli import main
 from perception.streaming.sources import Observation, Source, live
 
@@ -157,7 +157,7 @@ def _fast_source(n: int, period: float, kind: str = "frame") -> Source:
             else:
                 events = np.zeros(3, dtype=[("x", "<u2"), ("y", "<u2"), ("t", "<i8"), ("p", "i1")])
                 events["t"] = int(i * period * 1e6)
-                yield Observation((i + 1) * period, "events", events, i * period)
+                yield Observation.of_window(Window(events, int(i * period * 1e6), int((i + 1) * period * 1e6)))
     return Source("fake", kind, True, produce())
 
 
@@ -271,7 +271,7 @@ def test_streaming_maps_event_coordinates_as_the_training_data_did():
     rng = np.random.default_rng(0)
     events = make_events(rng.integers(0, 100, 500), rng.integers(0, 100, 500), np.sort(rng.integers(0, 1000, 500)),
                          rng.integers(0, 2, 500))
-    x, _ = Preprocessor(pre, (100, 100))(Observation(1e-3, "events", events, 0.0))
+    x, _ = Preprocessor(pre, (100, 100))(Observation.of_window(Window(events, 0, 1000)))
     trained = rescale_events(events, (100, 100), (34, 34), 3)
     np.testing.assert_array_equal(trained["x"], events["x"] // 3)
     expected = to_voxel_grid(trained, (34, 34), 2, t_start=0, t_end=1000)
