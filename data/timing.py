@@ -1,4 +1,4 @@
-"""Time, written once: units, the dt of a step, the nominal period.
+"""Time, written once: units, the dt of a step, the nominal period, and who cuts windows.
 
 Units. Event timestamps and window bounds are integer microseconds (int64, ``data.events``);
 observation times, dt and the time scale are float seconds. ``us_to_s`` and ``s_to_us`` are the
@@ -22,8 +22,14 @@ call ``first_dt``; the steps after the first get the plain difference of times.
 
 Time scale. ``nominal_period`` of the training clips' times is the median of their known dts (every
 gap between observations, and ``t[0]`` where it is > 0; never a first dt that fell back on the
-nominal period itself). It is the model's unit of time (``PerceptionModel.time_scale``) and the dt
-of a stream's first frame; the checkpoint records it (``data.preprocessing``).
+nominal period itself). It is the model's unit of time (``PerceptionModel.time_scale``), the dt of
+a stream's first frame, and the window a frameless stream is cut into for a model trained on
+windows between frames (below); the checkpoint records it (``data.preprocessing``).
+
+Windows. Every event stream is cut by one engine, ``data.windows.WindowCutter``, with the
+``WindowSpec`` the checkpoint's preprocessing records: a dataset's recordings
+(``EventClipDataset``), the built-in dataset's simulated camera (``data.synthetic``: one window
+between consecutive frames, the ``"frames"`` mode) and every ``perception infer`` source.
 """
 from __future__ import annotations
 

@@ -9,11 +9,13 @@ SOURCE is one of:
     RECORDING       an event recording in any format ``data.read_events`` reads
 
 Event sources are cut into windows exactly as the checkpoint's preprocessing says (duration or
-count, overlap). Every observation carries ``t``: the source's own time in seconds (container
-timestamps for video, the window's end for events, capture time for webcams; for an event
-camera, the window's end on the camera's clock, counted from its first event). Event observations
-also carry their window's bounds in microseconds as cut (``span_us``), so preprocessing reads the
-window's own integer times.
+count, overlap, or between frames), by ``data.WindowCutter``: the simulated sources (``sim:``) read
+their simulator out at every frame, a frame clock that ends the windows of a frames spec; the
+others have no frames and cut a frames spec into windows of its nominal period. Every observation
+carries ``t``: the source's own time in seconds (container timestamps for video, the window's end
+for events, capture time for webcams; for an event camera, the window's end on the camera's clock,
+counted from its first event). Event observations also carry their window's bounds in
+microseconds as cut (``span_us``), so preprocessing reads the window's own integer times.
 
 Recorded sources (files) are decoded in a thread a few items ahead of the model (``ReadAhead``):
 decoding (numba, PyAV) releases the GIL, so it runs on one core while window cutting,
@@ -42,6 +44,7 @@ from data import (
     iter_video,
     iter_webcam,
     probe_events,
+    s_to_us,
     stated_sensor_size,
     us_to_s,
 )
@@ -73,7 +76,6 @@ class Observation:
         """The observation of an event window: its events, its end as t, its bounds."""
         return cls(us_to_s(window.t_end_us), "events", window.events, us_to_s(window.t_start_us), skipped,
                    (window.t_start_us, window.t_end_us))
-
 
 
 @dataclass
@@ -184,24 +186,38 @@ def _frames(pairs) -> Iterator[Observation]:
         yield Observation(float(t), "frame", frame)
 
 
-def _windows(chunks, spec: WindowSpec) -> Iterator[Observation]:
-    cutter = WindowCutter(spec, copy=False)  # our chunks are new arrays, never reused
+def event_windows(chunks, spec: WindowSpec, *, frame_clock: bool = False) -> Iterator[Observation]:
+    """The observations of an event stream's windows, cut by ``spec``.
+
+    Args:
+        chunks: event arrays (new ones, never reused by their maker); with ``frame_clock``,
+            (events, frame time in microseconds) pairs: the events a camera read out at that frame.
+        spec: the checkpoint's windows.
+        frame_clock: the chunks come with frames (the simulator's), which end a frames spec's windows.
+    """
+    cutter = WindowCutter(spec, copy=False, frame_clock=frame_clock)
     for chunk in chunks:
-        for window in cutter.push(chunk):
+        if frame_clock:
+            events, frame_us = chunk
+            windows = cutter.push(events) + cutter.tick(frame_us)
+        else:
+            windows = cutter.push(chunk)
+        for window in windows:
             yield Observation.of_window(window)
     for window in cutter.finish():
         yield Observation.of_window(window)
 
 
-def _simulated(frames, size: tuple[int, int], seed: int = 0) -> Iterator[Events]:
-    """Events from (t, frame) pairs: each frame resized to ``size`` (W, H), grey, through the simulator."""
+def _simulated(frames, size: tuple[int, int], seed: int = 0) -> Iterator[tuple[Events, int]]:
+    """(events, frame time in us) per (t, frame) pair: each frame resized to ``size`` (W, H), grey,
+    through the simulator, which is read out at every frame."""
     simulator = EventSimulator(SimulatorConfig(noise_rate_hz=0.1), np.random.default_rng(seed))
     for t, frame in frames:
         if frame.ndim == 3:
             frame = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
         if (frame.shape[1], frame.shape[0]) != tuple(size):
             frame = cv2.resize(frame, tuple(size), interpolation=cv2.INTER_AREA)
-        yield simulator.feed(frame, float(t))
+        yield simulator.feed(frame, float(t)), s_to_us(float(t))
 
 
 def _camera_index(text: str, spec: str, kind: str = "webcam") -> int:
@@ -217,7 +233,8 @@ def _camera_index(text: str, spec: str, kind: str = "webcam") -> int:
 def _event_camera(spec: str, index: int, window: WindowSpec) -> Source:
     """A live event camera, cut into the checkpoint's windows; merged, never dropped, when the model lags."""
     camera = open_camera(spec, index)
-    return live(Source(spec, "events", True, _windows(camera.chunks, window), camera.sensor_size, [camera.stop]))
+    return live(Source(spec, "events", True, event_windows(camera.chunks, window), camera.sensor_size,
+                       [camera.stop]))
 
 
 def open_source(spec: str, preprocessing: Preprocessing) -> Source:
@@ -244,7 +261,8 @@ def open_source(spec: str, preprocessing: Preprocessing) -> Source:
         _expect(modality, "events", spec)
         size = preprocessing.frame_size
         frames = iter_webcam(index)
-        return live(Source(spec, "events", True, _windows(_simulated(frames, size), spec_window), size))
+        observations = event_windows(_simulated(frames, size), spec_window, frame_clock=True)
+        return live(Source(spec, "events", True, observations, size))
 
     path = Path(inner)
     if not path.exists():
@@ -255,7 +273,7 @@ def open_source(spec: str, preprocessing: Preprocessing) -> Source:
             size = preprocessing.frame_size
             # Simulating costs more than cutting and the model: it is the part that runs ahead.
             return _read_ahead(spec, "events", _simulated(iter_video(path), size),
-                               lambda events: _windows(events, spec_window), size)
+                               lambda readouts: event_windows(readouts, spec_window, frame_clock=True), size)
         _expect(modality, "frames", spec)
         # The decoder scales and converts in one pass, as the video-folder dataset reads its clips.
         frames = iter_video(path, size=preprocessing.frame_size, grey=preprocessing.channels == 1)
@@ -265,7 +283,8 @@ def open_source(spec: str, preprocessing: Preprocessing) -> Source:
     # The chunks are decoded ahead and the windows cut in the consumer's thread: reading (decoding,
     # order and bounds checks) and cutting + preprocessing + model then cost about the same, so
     # neither thread waits long for the other.
-    return _read_ahead(spec, "events", iter_events(path), lambda chunks: _windows(chunks, spec_window), tuple(size))
+    return _read_ahead(spec, "events", iter_events(path), lambda chunks: event_windows(chunks, spec_window),
+                       tuple(size))
 
 
 def _expect(modality: str, needed: str, spec: str) -> None:

@@ -29,7 +29,14 @@ from data import (
     nominal_period,
     s_to_us,
 )
-from data.synthetic import DEFAULT_SIZES, SyntheticConfig, SyntheticMotionDataset, class_names, pair_kinds
+from data.synthetic import (
+    DEFAULT_SIZES,
+    SyntheticConfig,
+    SyntheticMotionDataset,
+    class_names,
+    pair_kinds,
+    window_spec,
+)
 from perception.errors import PerceptionError
 from perception.training.resume import ResumableLoader
 
@@ -231,7 +238,7 @@ class SyntheticDataModule(ClipDataModule):
         base = dataset.dataset if isinstance(dataset, InMemory) else dataset
         if not isinstance(base, SyntheticMotionDataset):  # a split put in place by hand
             return super().clip_times(dataset)
-        return [clip.t for clip in base.clips]
+        return [base.times(i) for i in range(len(base))]
 
     def pair_kinds(self) -> dict[str, str]:
         """class name -> the kind of pair it belongs to (appearance, order, speed)."""
@@ -250,8 +257,10 @@ class SyntheticDataModule(ClipDataModule):
         side = (self.config.size, self.config.size)
         if self.modality == "frames":
             return Preprocessing.frames(side, 1, self.time_scale)
-        window = WindowSpec.duration(s_to_us(self.time_scale))
-        return Preprocessing.events(side, side, self.config.representation, window, self.time_scale)
+        # The windows the clips were cut with: between frames (a stream without frames: the nominal period).
+        return Preprocessing.events(side, side, self.config.representation, window_spec(s_to_us(self.time_scale)),
+                                    self.time_scale)
+
 
 def hold_out(indices: np.ndarray, fraction: float) -> tuple[list[int], list[int]]:
     """Split ``indices`` (already shuffled) into (kept, held out): the first ``fraction`` is held out."""
@@ -319,6 +328,9 @@ class EventDataModule(FolderDataModule):
             raise PerceptionError(f"data.dataset: unknown {dataset!r}; choose one of: {', '.join(list_event_datasets())}")
         if not 0 < val_fraction < 1:
             raise PerceptionError(f"data.val_fraction: expected a number in (0, 1), got {val_fraction!r}")
+        if window_mode == "frames":
+            raise PerceptionError("data.window_mode: 'frames' windows need a frame clock, and recordings have none; "
+                                  "use 'duration' or 'count'")
         self.window = WindowSpec(window_mode, window_size, window_overlap)
         self.representation = create_representation(**(representation or {"name": "voxel_grid", "bins": 5}))
         self.options = {"root": root, "window": self.window, "representation": self.representation,

@@ -15,7 +15,7 @@ EVENTS = Preprocessing.events((346, 260), (87, 65), VOXELS, WindowSpec.count(2_0
 
 
 @pytest.mark.parametrize("pre", [FRAMES, EVENTS, Preprocessing.events((64, 64), (64, 64), VOXELS,
-                                                                      WindowSpec.duration(58_900, drop_last=True), 0.0589)])
+                                                                      WindowSpec.frames(58_900, drop_last=True), 0.0589)])
 def test_round_trip_through_plain_values(pre, tmp_path):
     data = pre.to_dict()
     assert data["version"] == VERSION

@@ -10,6 +10,7 @@ import torch
 
 from data import Preprocessing, WindowSpec
 from data.timing import known_dts
+from perception.errors import PerceptionError
 from perception.training.data import EventDataModule, SyntheticDataModule, VideoFolderDataModule
 from perception.training.module import PerceptionModule
 
@@ -99,6 +100,11 @@ def test_event_time_scale_needs_no_representation(tmp_path, monkeypatch):
     assert fresh.time_scale == pytest.approx(float(np.median(dts[dts > 0])))
 
 
+def test_event_datamodule_refuses_frames_windows(tmp_path):
+    with pytest.raises(PerceptionError, match="data.window_mode: 'frames' windows need a frame clock"):
+        EventDataModule("dvsgesture", root=str(tmp_path), window_mode="frames")
+
+
 def test_video_folder_datamodule(tmp_path):
     torch.set_num_threads(1)
     dm = VideoFolderDataModule(root=str(_videos(tmp_path)), frames_per_clip=6, size=(32, 32), grey=True,
@@ -121,7 +127,8 @@ def test_synthetic_datamodule_frames_and_events():
     assert frames.in_channels == 1 and events.in_channels == 3
     assert frames.preprocessing == Preprocessing.frames((32, 32), 1, frames.time_scale)
     assert events.preprocessing.representation["bins"] == 3 and events.preprocessing.channels == 3
-    assert events.preprocessing.window == WindowSpec.duration(round(events.time_scale * 1e6))
+    # the windows the clips are cut with: between frames; a stream without frames, the nominal period
+    assert events.preprocessing.window == WindowSpec.frames(round(events.time_scale * 1e6), drop_last=True)
     frames.setup("fit")
     batch = next(iter(frames.train_dataloader()))
     assert batch["x"].shape == (8, 4, 1, 32, 32) and (batch["dt"] > 0).all()
