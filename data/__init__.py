@@ -1,5 +1,7 @@
 """The data layer: event files, representations, windows, augmentations, video, datasets.
 
+Time (units, dt, the time scale, windows) is ``data.timing``'s; how an observation becomes a model
+input, from training to streaming, is ``data.preprocessing``'s contract (``Preprocessing``).
 Code only, never datasets: dataset roots come from a config value or ``LP_DATA_DIR``.
 Events are canonical structured arrays (``EVENT_DTYPE``: x, y uint16, t int64 µs, p int8), sorted
 by time; clips are ``x (T, C, H, W) float32``, ``t (T,) float64`` seconds and a label.
@@ -32,6 +34,8 @@ from data.representations import (
     to_voxel_grid,
 )
 from data.windows import Window, WindowCutter, WindowSpec, iter_windows, slice_windows
+from data.timing import first_dt, nominal_period, s_to_us, step_dt, us_to_s
+from data.preprocessing import Preprocessing
 from data.augment import (
     BackgroundNoise,
     Compose,

@@ -6,12 +6,12 @@ A batch is ``x (B, T, C, H, W) float32``, ``dt (B, T) float32`` seconds, ``mask 
 a real step), ``y (B,) int64`` and ``lengths (B,) int64``; shorter clips are padded on the right with
 zeros (x, dt) and mask False.
 
-dt is the time since the previous observation. For step 0 there is no previous observation:
-- a clip whose first time t[0] is > 0 (its first frames were dropped) gets dt[0] = t[0], the time
-  since the clip, i.e. the stream, started;
-- a clip starting at t[0] = 0 gets its nominal period: the median of its positive frame intervals,
-  or ``default_period`` when it has none (a single frame, or all frames at one time).
-Each clip's dt depends on that clip alone, so a sample's result never depends on the rest of its batch.
+dt is the time since the previous observation; step 0 follows ``data.timing``'s rule, the same as a
+stream's first step in ``perception infer``: a clip whose first time t[0] is > 0 (its first frames
+were dropped, or its first event window starts at 0) gets dt[0] = t[0], the time since the clip,
+i.e. the stream, started; a clip starting at t[0] = 0 gets the nominal period ``default_period``
+(the data modules pass their time scale). Each clip's dt depends on that clip alone, so a sample's
+result never depends on the rest of its batch.
 """
 from __future__ import annotations
 
@@ -22,24 +22,9 @@ import numpy as np
 import torch
 
 from data.errors import DataError
+from data.timing import DEFAULT_PERIOD, check_period, clip_dt
 
 Batch = dict[str, torch.Tensor]
-DEFAULT_PERIOD = 1.0 / 30.0  # seconds; the nominal period of a common video frame rate
-
-
-def clip_dt(t: np.ndarray, default_period: float = DEFAULT_PERIOD) -> np.ndarray:
-    """Per-step dt (T,) float64 of one clip's times t (T,) seconds (module docstring: step 0)."""
-    dt = np.empty_like(t, dtype=np.float64)
-    if len(t) == 0:
-        return dt
-    gaps = np.diff(t)
-    dt[1:] = gaps
-    if t[0] > 0:
-        dt[0] = t[0]
-    else:
-        positive = gaps[gaps > 0]
-        dt[0] = float(np.median(positive)) if positive.size else default_period
-    return dt
 
 
 def _unpack(sample: Any, i: int) -> tuple[torch.Tensor, np.ndarray, int]:
@@ -72,7 +57,7 @@ def collate_clips(samples: Sequence[Any], *, default_period: float = DEFAULT_PER
     Args:
         samples: clips as tuples ``(x, t, y)`` or dicts with keys x, t, y: x (T, C, H, W), t (T,)
             seconds from the clip's start, y an integer label. T may differ between clips.
-        default_period: dt[0], in seconds, for a clip that starts at 0 and has no positive interval.
+        default_period: the nominal period: dt[0], in seconds, of a clip that starts at 0.
 
     Returns:
         x (B, T, C, H, W) float32, dt (B, T) float32, mask (B, T) bool, y (B,) int64,
@@ -80,8 +65,7 @@ def collate_clips(samples: Sequence[Any], *, default_period: float = DEFAULT_PER
     """
     if len(samples) == 0:
         raise DataError("samples: empty batch")
-    if not (np.isfinite(default_period) and default_period > 0):
-        raise DataError(f"default_period: expected seconds > 0, got {default_period!r}")
+    default_period = check_period("default_period", default_period)
     clips = [_unpack(s, i) for i, s in enumerate(samples)]
     frame_shape = tuple(clips[0][0].shape[1:])
     for i, (x, _, _) in enumerate(clips):

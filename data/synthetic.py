@@ -31,10 +31,16 @@ texture, and the frames' pixel noise are random too.
 
 Events: each interval between observations is rendered at ``substeps`` evenly spaced frames (motion
 is analytic, so any time can be drawn) and run through ``data.simulator``, with one more interval of
-one nominal period before t = 0, so that the first step has a window too. Step i's representation is
-built from the events in [t[i-1], t[i]) (the last window also keeps events at t[-1]; before the first
-step, t = -period), with the window's bounds as its time range. Events are in microseconds on the
-clip's clock, so the first window's are negative.
+one nominal period before t = 0, so that the first step has a window too. The simulated camera is
+read out at every observation: the clip is cut by ``data.windows.WindowCutter`` with the frames
+spec of ``window_spec`` (the one the data module's preprocessing declares, so ``perception infer``
+cuts a simulated stream the same way), ticking at the observation times. Step i's representation
+is built from the events in [t[i-1], t[i]) (before the first step, t = -period), with the window's
+bounds as its time range; events stamped exactly at the last observation come after every window
+and are dropped (``drop_last``). Events are in microseconds on the clip's clock, so the first
+window's are negative. An events item's times are its windows' ends counted from the first
+window's start (t[i] + period), as every event clip counts them (``data.timing``): its first step
+covers one period, and says so (dt[0] = t[0]).
 The frames that feed the simulator carry no pixel noise: the sensor's noise is the simulator's.
 
 Determinism: clip ``i`` of a split depends only on (seed, split, i, config), through its own
@@ -56,6 +62,8 @@ from data.errors import DataError
 from data.events import Events
 from data.representations import create_representation
 from data.simulator import SimulatorConfig, SimulatorState, apply_refractory, initial_state, simulate_events
+from data.timing import s_to_us, us_to_s
+from data.windows import Window, WindowCutter, WindowSpec
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
 MODALITIES = ("frames", "events")
@@ -146,6 +154,13 @@ class SyntheticConfig:
     def make_representation(self):
         """The configured event representation: ``rep(events, sensor_size, t_start=, t_end=)``."""
         return create_representation(**self.representation)
+
+
+def window_spec(period_us: int) -> WindowSpec:
+    """How event clips are cut: one window between consecutive observations (the simulated camera is
+    read out at each), the events after the last one dropped; a stream without frames is cut every
+    ``period_us`` microseconds (the nominal period) instead."""
+    return WindowSpec.frames(period_us, drop_last=True)
 
 
 def class_names(config: SyntheticConfig = SyntheticConfig()) -> tuple[str, ...]:
@@ -403,14 +418,14 @@ def _simulate_batch(clips: list[Clip], config: SyntheticConfig, rngs: list[np.ra
         # 8-bit frames, as from a video: the simulator then takes the log by table lookup.
         mine = frames[:, c * size:(c + 1) * size]
         np.rint(_render(clip.info["scene"], clip.info["spec"], times, size) * 255, out=mine, casting="unsafe")
-        times_us.append(np.rint(times * 1e6).astype(np.int64))
+        times_us.append(s_to_us(times))
         states.append(initial_state(mine[0], 0.0, config=sim, rng=rng))
     state = SimulatorState(
         *(np.concatenate([getattr(s, name) for s in states]) for name in
           ("reference", "threshold_on", "threshold_off", "log_frame")),
         time_us=0, last_event_us=np.concatenate([s.last_event_us for s in states]),
     )
-    virtual = np.arange(1, len(frames)) * (_VIRTUAL_US / 1e6)
+    virtual = np.arange(1, len(frames)) * us_to_s(_VIRTUAL_US)
     shared = replace(sim, refractory_us=0, noise_rate_hz=0.0)
     events, _ = simulate_events(frames[1:], virtual, config=shared, rng=rngs[0], state=state)
     owner = events["y"] // size
@@ -439,9 +454,10 @@ def _check_choice(option: str, value, allowed: tuple) -> None:
 class SyntheticMotionDataset(torch.utils.data.Dataset):
     """The built-in dataset; items are dicts ``x`` (T, C, H, W) float32, ``t`` (T,) float64 seconds, ``y`` int.
 
-    Frames: C = 1, values in [0, 1]. Events: C = the representation's channels (default a signed
-    voxel grid of 5 bins), one window per step (module docstring). All clips are generated when the
-    dataset is built (about a second per thousand frame clips) and kept in memory.
+    Frames: C = 1, values in [0, 1], t the frame times (t[0] = 0). Events: C = the representation's
+    channels (default a signed voxel grid of 5 bins), one window per step, t the windows' ends from
+    the first window's start (module docstring). All clips are generated when the dataset is built
+    (about a second per thousand frame clips) and kept in memory.
 
     Args:
         split: "train", "val" or "test"; each has its own random streams.
@@ -484,10 +500,25 @@ class SyntheticMotionDataset(torch.utils.data.Dataset):
             x = torch.from_numpy(clip.frames).unsqueeze(1).float().div_(255.0)      # (T, 1, H, W)
         else:
             x = torch.from_numpy(self.voxels(index))
-        return {"x": x, "t": torch.from_numpy(clip.t.copy()), "y": clip.label}
+        return {"x": x, "t": torch.from_numpy(self.times(index)), "y": clip.label}
 
-    def voxels(self, index: int, keep: np.ndarray | None = None, events: Events | None = None) -> np.ndarray:
-        """The events modality's input (T', C, H, W) float32 for clip ``index``: one window per kept step.
+    def _edges(self, index: int, keep: np.ndarray | None) -> np.ndarray:
+        """(T' + 1,) int64 us: the frame one period before the first observation, then the kept ones."""
+        clip = self.clips[index]
+        steps = np.flatnonzero(np.ones(len(clip.t), bool) if keep is None else keep)
+        return s_to_us(np.concatenate([[-clip.period], clip.t[steps]]))
+
+    def times(self, index: int, keep: np.ndarray | None = None) -> np.ndarray:
+        """t (T',) float64 seconds of item ``index`` (its kept steps), without computing x: frame
+        times, or the event windows' ends from the first window's start (class docstring)."""
+        clip = self.clips[index]
+        if clip.events is None:
+            return clip.t.copy() if keep is None else clip.t[keep]
+        edges = self._edges(index, keep)
+        return us_to_s(edges[1:] - edges[0])
+
+    def windows(self, index: int, keep: np.ndarray | None = None, events: Events | None = None) -> list[Window]:
+        """The event windows of clip ``index``, one per kept step (module docstring).
 
         Args:
             keep: (T,) bool, the observations to keep (default all). A step's window starts where the
@@ -497,17 +528,22 @@ class SyntheticMotionDataset(torch.utils.data.Dataset):
         """
         clip = self.clips[index]
         if clip.events is None:
-            raise DataError("SyntheticMotionDataset.voxels: this dataset holds frames (modality='frames')")
-        events = clip.events if events is None else events
-        steps = np.flatnonzero(np.ones(len(clip.t), bool) if keep is None else keep)
-        edges = np.rint(np.concatenate([[-clip.period], clip.t[steps]]) * 1e6).astype(np.int64)  # (T' + 1,) us
-        cuts = np.searchsorted(events["t"], edges, side="left")
-        cuts[-1] = np.searchsorted(events["t"], edges[-1], side="right")  # the last window keeps its end
+            raise DataError("SyntheticMotionDataset.windows: this dataset holds frames (modality='frames')")
+        edges = self._edges(index, keep)
+        # The camera is read out at every kept observation: a frame clock ticking at the edges.
+        cutter = WindowCutter(window_spec(s_to_us(clip.period)), t_start_us=int(edges[0]), copy=False,
+                              frame_clock=True)
+        out = cutter.push(clip.events if events is None else events)
+        for edge in edges[1:]:
+            out += cutter.tick(int(edge))
+        return out + cutter.finish()
+
+    def voxels(self, index: int, keep: np.ndarray | None = None, events: Events | None = None) -> np.ndarray:
+        """The events modality's input (T', C, H, W) float32 for clip ``index``: the representation of
+        each of its ``windows`` (same arguments) over the window's time range."""
         sensor = (self.config.size, self.config.size)
-        return np.stack([
-            self.representation(events[cuts[i]:cuts[i + 1]], sensor, t_start=int(edges[i]), t_end=int(edges[i + 1]))
-            for i in range(len(steps))
-        ])
+        return np.stack([self.representation(w.events, sensor, t_start=w.t_start_us, t_end=w.t_end_us)
+                         for w in self.windows(index, keep, events)])
 
     def perturbed(self, index: int, rng: np.random.Generator, drop: float = 0.0, noise: float = 0.0) -> dict:
         """Item ``index`` under test-time perturbations, for robustness evaluation.
@@ -535,7 +571,7 @@ class SyntheticMotionDataset(torch.utils.data.Dataset):
         else:
             events = clip.events
             if noise > 0:
-                span = (int(np.rint(-clip.period * 1e6)), int(np.rint(clip.t[-1] * 1e6)))
+                span = (s_to_us(-clip.period), s_to_us(clip.t[-1]))
                 events = add_background_noise(events, (self.config.size,) * 2, rng, noise, t_start=span[0], t_end=span[1])
             x = torch.from_numpy(self.voxels(index, keep, events))
-        return {"x": x, "t": torch.from_numpy(clip.t[keep].copy()), "y": clip.label}
+        return {"x": x, "t": torch.from_numpy(self.times(index, keep)), "y": clip.label}

@@ -1,9 +1,10 @@
-"""Cutting an event stream into windows, by duration or by event count.
+"""Cutting an event stream into windows: by duration, by event count, or between frames.
 
 A ``WindowSpec`` says how (and is plain data a checkpoint can record); ``slice_windows`` cuts an
 in-memory array, ``iter_windows`` an iterator of chunks (what the streaming readers yield), and
-``WindowCutter`` is the push-style engine under both. The windows are the same whether the events
-arrive all at once or in chunks of any size.
+``WindowCutter`` is the push-style engine under both and under every other cut in the project (the
+built-in dataset's, the streaming sources'; ``data.timing``). The windows are the same whether the
+events arrive all at once or in chunks of any size.
 
 Rules, for a stream whose first window starts at t0 = ``t_start_us`` (default: the first event's time):
 
@@ -14,10 +15,18 @@ Rules, for a stream whose first window starts at t0 = ``t_start_us`` (default: t
 - count: window k holds events [k * stride, k * stride + size). Its time range is
   [t of its first event, t of its last event + 1), so t_start_us <= t < t_end_us holds in both
   modes, and the time between consecutive windows' ends is the real, variable dt.
+- frames: the stream comes with a frame clock (a camera read out at each frame, as the event
+  simulator is: ``WindowCutter.tick``), and window k covers [frame k, frame k + 1): the events
+  between two consecutive frames, an event stamped exactly at a frame going to the window that
+  frame starts. The first frame (or ``t_start_us``) starts the first window; a frame at the time of
+  the one before it ends no window. A stream without a frame clock (a recording, an event camera)
+  has no frames to cut at, and is cut into duration windows of ``size`` microseconds, the nominal
+  frame period, instead (``WindowSpec.without_frame_clock``).
 - The last window is the first one that contains the stream's last event: later windows would
   only repeat part of it. It may be partial (shorter in count, or cut off by the end of the
   stream); ``drop_last=True`` drops it when it is (count: fewer than ``size`` events; duration:
-  its end lies after the last event's time + 1).
+  its end lies after the last event's time + 1). frames: events after the last frame make a
+  partial window [last frame, last event + 1) that no frame ends; ``drop_last`` drops it.
 
 Window events are read-only views into the input (or into the cutter's own buffer of the events
 carried over between chunks): nothing is copied per window, and nobody can modify the caller's
@@ -35,7 +44,7 @@ import numpy as np
 from data.errors import DataError
 from data.events import EVENT_DTYPE, Events, as_events, check_events, concat_events, copy_events
 
-WINDOW_MODES = ("duration", "count")
+WINDOW_MODES = ("duration", "count", "frames")
 MAX_EMPTY_WINDOWS = 10_000_000  # a bigger jump in time between two events is refused as corrupt
 
 
@@ -44,7 +53,9 @@ class WindowSpec:
     """How a stream is cut into windows.
 
     Attributes:
-        mode: ``"duration"`` (size and overlap in microseconds) or ``"count"`` (in events).
+        mode: ``"duration"`` (size and overlap in microseconds), ``"count"`` (in events) or
+            ``"frames"`` (between the frames of the stream's frame clock; size: the nominal frame
+            period in microseconds, the duration windows of a stream without one; overlap 0).
         size: window length, >= 1.
         overlap: how much consecutive windows share, 0 <= overlap < size; stride = size - overlap.
         drop_last: drop the final window when the stream ends inside it (module docstring).
@@ -58,7 +69,7 @@ class WindowSpec:
     def __post_init__(self):
         if self.mode not in WINDOW_MODES:
             raise DataError(f"WindowSpec: mode must be one of {', '.join(map(repr, WINDOW_MODES))}; got {self.mode!r}")
-        unit = "microseconds" if self.mode == "duration" else "events"
+        unit = "events" if self.mode == "count" else "microseconds"
         for name in ("size", "overlap"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -69,6 +80,8 @@ class WindowSpec:
             raise DataError(
                 f"WindowSpec: overlap must be in [0, size) = [0, {self.size}) {unit}; got {self.overlap}"
             )
+        if self.mode == "frames" and self.overlap != 0:
+            raise DataError(f"WindowSpec: frames windows do not overlap (overlap 0); got {self.overlap}")
         if not isinstance(self.drop_last, bool):
             raise DataError(f"WindowSpec: drop_last must be True or False; got {self.drop_last!r}")
         object.__setattr__(self, "size", int(self.size))
@@ -92,6 +105,16 @@ class WindowSpec:
     ) -> "WindowSpec":
         """Windows of ``count`` events, overlapping by ``overlap`` events (or every ``stride``)."""
         return cls("count", count, _overlap(count, overlap, stride), drop_last)
+
+    @classmethod
+    def frames(cls, period_us: int, *, drop_last: bool = False) -> "WindowSpec":
+        """Windows between consecutive frames; a stream without frames is cut every ``period_us``."""
+        return cls("frames", period_us, 0, drop_last)
+
+    def without_frame_clock(self) -> "WindowSpec":
+        """The spec a stream without a frame clock is cut with: duration windows of ``size`` for
+        ``"frames"``, this spec itself otherwise."""
+        return WindowSpec("duration", self.size, 0, self.drop_last) if self.mode == "frames" else self
 
     def to_config(self) -> dict:
         """Plain values; ``WindowSpec.from_config(spec.to_config()) == spec``."""
@@ -148,22 +171,27 @@ _EMPTY = np.empty(0, EVENT_DTYPE)
 
 
 class WindowCutter:
-    """Push-style window cutting: ``push(chunk)`` returns the windows it completes, ``finish()``
-    the rest. Keeps only the events that later windows still need.
+    """Push-style window cutting: ``push(chunk)`` returns the windows it completes, ``tick(t_us)``
+    the one a frame ends (frames mode), ``finish()`` the rest. Keeps only the events that later
+    windows still need.
 
     Args:
         spec: how to cut.
-        t_start_us: start of the first window (duration mode); default the first event's time.
-            Events before it are a DataError. Ignored in count mode.
+        t_start_us: start of the first window (duration and frames modes); default the first
+            event's time (duration) or the first frame (frames). Events before it are a DataError.
+            Ignored in count mode.
         copy: keep a copy of the events that later windows need. False when the caller never
             reuses or changes a chunk after pushing it (chunks from ``iter_events`` are new arrays):
             copying a dense chunk costs more than cutting it.
+        frame_clock: the caller calls ``tick`` at every frame of its stream. Without one, a frames
+            spec cuts duration windows of its ``size`` (``WindowSpec.without_frame_clock``).
     """
 
-    def __init__(self, spec: WindowSpec, *, t_start_us: int | None = None, copy: bool = True):
+    def __init__(self, spec: WindowSpec, *, t_start_us: int | None = None, copy: bool = True,
+                 frame_clock: bool = False):
         if not isinstance(spec, WindowSpec):
             raise DataError(f"windows: expected a WindowSpec, got {type(spec).__name__}")
-        self.spec, self.copy = spec, bool(copy)
+        self.spec, self.copy = (spec if frame_clock else spec.without_frame_clock()), bool(copy)
         self._origin = None if t_start_us is None else int(t_start_us)
         self._buffer = _EMPTY  # events not yet behind every future window
         self._next = 0  # duration: index k of the next window
@@ -194,7 +222,11 @@ class WindowCutter:
                 f"windows: timestamps go backwards between chunks ({self._last_t} -> {first} us, "
                 f"after {self._seen} events)"
             )
-        if self._origin is None:
+        if self.spec.mode == "frames":
+            if self._origin is not None and first < self._origin:  # a frame after it ended its window already
+                raise DataError(f"windows: event at t={first} us is earlier than the frame at {self._origin} us "
+                                "that started the current window")
+        elif self._origin is None:
             self._origin = first
         elif self._seen == 0 and first < self._origin and self.spec.mode == "duration":
             raise DataError(f"windows: event at t={first} us is before the first window's start {self._origin} us")
@@ -203,7 +235,38 @@ class WindowCutter:
         self._last_t = int(chunk["t"][-1])
         self._seen += chunk.size
         self._buffer = chunk if self._buffer.size == 0 else concat_events([self._buffer, chunk])
-        yield from (self._cut_duration() if self.spec.mode == "duration" else self._cut_count())
+        if self.spec.mode == "duration":
+            yield from self._cut_duration()
+        elif self.spec.mode == "count":
+            yield from self._cut_count()
+
+    def tick(self, t_us: int) -> list[Window]:
+        """The stream's frame clock reached a frame at ``t_us``: every event before it has been pushed.
+
+        Frames mode: returns the window [previous frame, t_us) (none for the first frame, which only
+        starts the clock, nor for a frame at the previous one's time). Other modes cut by their own
+        rule and ignore frames.
+        """
+        if self._finished:
+            raise DataError("windows: tick() after finish()")
+        if self.spec.mode != "frames":
+            return []
+        t_us = int(t_us)
+        if self._origin is None:
+            if self._buffer.size and int(self._buffer["t"][0]) < t_us:
+                raise DataError(f"windows: event at t={int(self._buffer['t'][0])} us before the stream's first "
+                                f"frame at {t_us} us")
+            self._origin = t_us
+            return []
+        if t_us < self._origin:
+            raise DataError(f"windows: frame times go backwards ({self._origin} -> {t_us} us)")
+        if t_us == self._origin:
+            return []
+        end = bisect_left(self._buffer["t"], t_us)
+        window = Window(_read_only(self._buffer[:end] if end else _EMPTY), self._origin, t_us)
+        self._buffer = self._own(self._buffer[end:])
+        self._origin = t_us
+        return [window]
 
     def _check_gaps(self, times: np.ndarray) -> None:
         """A jump in time that would yield millions of empty windows is a corrupt stream, not a pause."""
@@ -226,6 +289,10 @@ class WindowCutter:
         self._finished = True
         if self._seen == 0:
             return []
+        if self.spec.mode == "frames":  # events after the last frame: no frame ends their window
+            if self._buffer.size == 0 or self.spec.drop_last:
+                return []
+            return [Window(_read_only(self._buffer), self._origin, self._last_t + 1)]
         if self.spec.mode == "duration":
             start = self._origin + self._next * self.spec.stride
             end = start + self.spec.size
@@ -279,7 +346,7 @@ def iter_windows(chunks: Iterable[Events], spec: WindowSpec, *, t_start_us: int 
 
     Args:
         chunks: iterable of event arrays of any sizes (empty ones are fine).
-        spec: how to cut.
+        spec: how to cut (chunks carry no frame clock: a frames spec cuts duration windows).
         t_start_us: start of the first duration window; default the first event's time.
 
     Yields:

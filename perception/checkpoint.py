@@ -2,9 +2,12 @@
 
 A checkpoint is the file Lightning writes during training (optimizer and loop state included, so a
 run can resume) with one more entry, ``"perception"``: the model's config (registry names, kwargs,
-time_scale), the class names and the preprocessing (modality, representation, windows, frame
-size). ``load_checkpoint`` rebuilds the model and its preprocessing from that file alone, reading it
-with ``torch.load(weights_only=True)``: a file crafted to run code when unpickled is refused.
+time_scale), the class names and the preprocessing (``data.Preprocessing.to_dict()``: modality,
+frame size, channels, representation, windows, time scale). ``load_checkpoint`` rebuilds the model
+and its preprocessing from that file alone, reading it with ``torch.load(weights_only=True)``: a
+file crafted to run code when unpickled is refused. The preprocessing is checked before the model
+is built, so a malformed one fails with one line before anything large is allocated; one written
+before it had a version is converted, with the model's time scale.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from typing import Any
 
 import torch
 
+from data import DataError, Preprocessing
 from perception.errors import PerceptionError
 from perception.model import PerceptionModel
 
@@ -25,10 +29,12 @@ FORMAT = 1
 _PREFIX = "model."  # the LightningModule holds the PerceptionModel as ``self.model``
 
 
-def checkpoint_payload(model: PerceptionModel, classes: list[str], preprocessing: dict[str, Any]) -> dict[str, Any]:
-    """The entry that makes a checkpoint self-describing: ``{"perception": {...}}``, plain values only."""
+def checkpoint_payload(model: PerceptionModel, classes: list[str],
+                       preprocessing: Preprocessing | None) -> dict[str, Any]:
+    """The entry that makes a checkpoint self-describing: ``{"perception": {...}}``, plain values only.
+    A model trained without a data module's preprocessing (None) makes a checkpoint that does not load."""
     return {KEY: {"format": FORMAT, "model": model.config(), "classes": list(classes),
-                  "preprocessing": dict(preprocessing)}}
+                  "preprocessing": None if preprocessing is None else preprocessing.to_dict()}}
 
 
 @dataclass
@@ -37,7 +43,7 @@ class LoadedCheckpoint:
 
     model: PerceptionModel
     classes: list[str]
-    preprocessing: dict[str, Any]
+    preprocessing: Preprocessing
     path: Path
     raw: dict[str, Any]
 
@@ -65,10 +71,26 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return raw
 
 
+def read_preprocessing(raw: dict[str, Any], path: str | os.PathLike) -> Preprocessing:
+    """The preprocessing of a checkpoint read by ``read_checkpoint``, checked (an old layout converted
+    with the model's time scale); a one-line PerceptionError naming ``path`` when it is malformed."""
+    meta = raw[KEY]
+    model = meta["model"] if isinstance(meta["model"], dict) else {}
+    try:
+        return Preprocessing.from_dict(meta.get("preprocessing"), time_scale=model.get("time_scale"))
+    except DataError as exc:
+        raise PerceptionError(f"{path}: {exc}") from None
+
+
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedCheckpoint:
     """Rebuild the model saved in ``path`` (eval mode, on ``device``) with its classes and preprocessing."""
     raw = read_checkpoint(path)
     meta = raw[KEY]
+    preprocessing = read_preprocessing(raw, path)  # first: nothing is built from a malformed one
+    if not isinstance(meta["model"], dict) or meta["model"].get("in_channels") != preprocessing.channels:
+        channels = meta["model"].get("in_channels") if isinstance(meta["model"], dict) else None
+        raise PerceptionError(f"{path}: the preprocessing makes {preprocessing.channels}-channel inputs, "
+                              f"the model takes {channels!r}")
     try:
         model = PerceptionModel(**meta["model"])
     except TypeError as exc:
@@ -80,11 +102,11 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         detail = " ".join(str(exc).split())[:240]
         raise PerceptionError(f"{path}: the weights do not match the model its config describes ({detail})") from None
     model.to(device).eval()
-    return LoadedCheckpoint(model, list(meta.get("classes", [])), dict(meta.get("preprocessing", {})), Path(path), raw)
+    return LoadedCheckpoint(model, list(meta.get("classes", [])), preprocessing, Path(path), raw)
 
 
 def save_checkpoint(path: str | os.PathLike, model: PerceptionModel, classes: list[str],
-                    preprocessing: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+                    preprocessing: Preprocessing, extra: dict[str, Any] | None = None) -> Path:
     """Write a model-only checkpoint (no optimizer state) in the same layout, atomically.
 
     ``extra``: more plain entries, e.g. ``datamodule_hyper_parameters`` as Lightning writes them.

@@ -3,8 +3,9 @@
 The exported graph is one streaming step: inputs ``x`` (1, C, H, W) (a frame or a voxel grid, as the
 checkpoint's preprocessing makes it), ``dt`` (1, 1) seconds and the head's state tensors
 ``state_0..``; outputs ``logits`` (1, K) and the new state tensors, in the same order. A fresh state
-is all zeros for every head. The checkpoint's config (classes, preprocessing, time_scale, state
-shapes) is written beside it as JSON, so a runtime needs nothing from this project.
+is all zeros for every head. The checkpoint's config (classes, preprocessing as
+``data.Preprocessing.to_dict()``, time_scale, state shapes) is written beside it as JSON, so a
+runtime needs nothing from this project.
 
 The check runs the exported file (onnxruntime, or torch.jit.load) against the PyTorch model step by
 step over a stream, carrying the state, and reports the largest difference of the logits.
@@ -45,9 +46,8 @@ class StepGraph(nn.Module):
 
 def example_inputs(loaded: LoadedCheckpoint) -> tuple[Tensor, ...]:
     model = loaded.model
-    pre = loaded.preprocessing
-    width, height = pre["size"] if pre.get("modality") == "frames" else pre["frame_size"]
-    x = torch.zeros(1, model.in_channels, int(height), int(width))
+    width, height = loaded.preprocessing.frame_size
+    x = torch.zeros(1, model.in_channels, height, width)
     dt = torch.full((1, 1), float(model.time_scale))
     state = model.init_state(1)
     return (x, dt, *_leaves(state))
@@ -74,7 +74,7 @@ def export(loaded: LoadedCheckpoint, path: Path, fmt: str) -> Path:
 
             names_in = [i.name for i in onnx.load(str(path)).graph.input]  # unused inputs are pruned
     meta = {"format": fmt, "inputs": names_in, "outputs": names_out, "classes": loaded.classes,
-            "preprocessing": loaded.preprocessing, "model": model.config(),
+            "preprocessing": loaded.preprocessing.to_dict(), "model": model.config(),
             "state_shapes": [list(t.shape) for t in inputs[2:]]}
     atomic_write(path.with_suffix(path.suffix + ".json"), lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
     return path

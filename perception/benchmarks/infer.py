@@ -86,20 +86,21 @@ def _video(path: Path, frames: int) -> Path:
 def _checkpoint(folder: Path, modality: str) -> Path:
     import torch
 
+    from data import Preprocessing, WindowSpec, s_to_us
     from data.synthetic import SyntheticConfig
     from perception.checkpoint import save_checkpoint
     from perception.model import PerceptionModel
 
     config = SyntheticConfig()
-    side = [config.size, config.size]
+    side = (config.size, config.size)
     time_scale = 0.0589  # the built-in dataset's median dt (seconds)
     if modality == "frames":
-        model, pre = PerceptionModel(1, 8, time_scale=time_scale), {"modality": "frames", "size": side, "grey": True}
+        model, pre = PerceptionModel(1, 8, time_scale=time_scale), Preprocessing.frames(side, 1, time_scale)
     else:
         rep = {"name": "voxel_grid", "bins": 5, "polarity": "signed", "normalize": "standard"}
         model = PerceptionModel(5, 8, time_scale=time_scale)
-        pre = {"modality": "events", "sensor_size": side, "frame_size": side, "representation": rep,
-               "window": {"mode": "duration", "size": int(time_scale * 1e6), "overlap": 0}}
+        # A recording has no frames: the windows the built-in dataset's model cuts it into.
+        pre = Preprocessing.events(side, side, rep, WindowSpec.duration(s_to_us(time_scale)), time_scale)
     torch.manual_seed(0)
     return save_checkpoint(folder / f"{modality}.ckpt", model.eval(), [str(k) for k in range(8)], pre)
 
@@ -201,7 +202,7 @@ def run(args: argparse.Namespace) -> dict:
         figures["video"] = {"frames": timed["steps"], **_common(timed), "frames_per_s": timed["steps_per_s"]}
 
         checkpoint = _checkpoint(folder, "events")
-        window_us = int(load_checkpoint(checkpoint).preprocessing["window"]["size"])
+        window_us = load_checkpoint(checkpoint).preprocessing.window.size
         print(f"writing {args.windows} windows of {window_us / 1e3:g} ms of {recording.name}, repeated, "
               f"as EVT 3.0 ...", flush=True)
         stream = _long_recording(folder / "stream_evt3.raw", recording, args.windows, window_us)

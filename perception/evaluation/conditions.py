@@ -13,6 +13,7 @@ same perturbed clips.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
@@ -89,10 +90,13 @@ class ConditionSets:
         """The timing jitter of the training data: drop and noise conditions perturb clips timed so."""
         return float(self.datamodule.config.jitter)
 
-    def loader(self, condition: Condition) -> DataLoader:
+    def loader(self, condition: Condition, nominal_period: float) -> DataLoader:
+        """The condition's test clips, batched as in training: a clip starting at 0 gets
+        ``nominal_period`` (the model's training time scale) as its first dt."""
         jitter = condition.level if condition.family == "timing" else self.training_jitter
         dataset = PerturbedClips(self.base(jitter), condition, seed=self.datamodule.seed)
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, collate_fn=collate_clips)
+        collate = partial(collate_clips, default_period=nominal_period)
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, collate_fn=collate)
 
     def labels(self) -> np.ndarray:
         return self.base(self.training_jitter).labels

@@ -97,11 +97,13 @@ def _train(head: str, seed: int, datamodule: SyntheticDataModule, budget: Budget
     return module, seconds, memory.peak_mb
 
 
-def _measure(model, sets: ConditionSets, conditions: list[Condition], pair_of: dict[int, str]) -> dict:
-    """Accuracy under every condition (and per pair kind under the training timing) of one model."""
+def _measure(model, nominal_period: float, sets: ConditionSets, conditions: list[Condition],
+             pair_of: dict[int, str]) -> dict:
+    """Accuracy under every condition (and per pair kind under the training timing) of one model,
+    trained on clips of ``nominal_period`` (its preprocessing's time scale)."""
     row = {}
     for condition in conditions:
-        preds, labels = predict(model, sets.loader(condition))
+        preds, labels = predict(model, sets.loader(condition, nominal_period))
         row[condition.name] = float((preds == labels).mean())
         if condition.family == "timing" and condition.level == sets.training_jitter:
             row["acc"] = row[condition.name]
@@ -109,8 +111,9 @@ def _measure(model, sets: ConditionSets, conditions: list[Condition], pair_of: d
     return row
 
 
-def _from_checkpoints(paths: list[str]) -> tuple[list[tuple[str, object, float, float]], dict]:
-    """(name, model, train s, peak MB) per checkpoint, and the built-in dataset options they share."""
+def _from_checkpoints(paths: list[str]) -> tuple[list[tuple[str, object, float, float, float]], dict]:
+    """(name, model, train s, peak MB, nominal period s) per checkpoint, and the built-in dataset
+    options they share."""
     models, data = [], None
     for path in paths:
         raw = read_checkpoint(path)
@@ -123,7 +126,8 @@ def _from_checkpoints(paths: list[str]) -> tuple[list[tuple[str, object, float, 
             raise PerceptionError(f"{path}: trained on other data than {paths[0]} ({key} vs {data})")
         data = key
         loaded = load_checkpoint(path)
-        models.append((loaded.model.head_name, loaded.model, float("nan"), float("nan")))
+        models.append((loaded.model.head_name, loaded.model, float("nan"), float("nan"),
+                       loaded.preprocessing.time_scale))
     return models, data
 
 
@@ -174,16 +178,16 @@ def run(args: argparse.Namespace) -> dict:
     for index, (head, seed) in enumerate(progress):
         progress.set_postfix_str(f"{head} seed {seed}" if seed is not None else head)
         if seed is None:
-            _, model, train_s, peak_mb = loaded[index]
+            _, model, train_s, peak_mb, nominal = loaded[index]
         else:
             module, train_s, peak_mb = _train(head, seed, datamodule, budget)
-            model = module.model.eval()
+            model, nominal = module.model.eval(), datamodule.time_scale
             save_checkpoint(args.output / "checkpoints" / f"{head}-seed{seed}.ckpt", model, datamodule.classes,
                             datamodule.preprocessing, {"datamodule_hyper_parameters": dict(datamodule.hparams)})
         row = {"head": head, "seed": seed if seed is not None else "", "time_aware": head_entry(model.head_name).time_aware,
                "params": count_parameters(model), "train_s": train_s, "peak_mb": peak_mb,
                "latency_us": step_latency_us(model, frame_shape)}
-        row.update(_measure(model, sets, conditions, pair_of))
+        row.update(_measure(model, nominal, sets, conditions, pair_of))
         rows.append(row)
         tqdm.write(f"{head:>8} seed {row['seed'] if seed is not None else '-'}: acc {100 * row['acc']:.1f}%  "
                    f"({', '.join(f'{k} {100 * row[k]:.0f}%' for k in ('appearance', 'order', 'speed'))}), "

@@ -1,19 +1,19 @@
-"""Observation -> model input, with the same code and options as training (the checkpoint's preprocessing).
+"""Observation -> model input, with the same code and options as training (the checkpoint's
+``data.Preprocessing``).
 
-Frames: resized to the training size (W, H), grey when trained grey, scaled to [0, 1] -> (1, C, H, W).
+Frames: resized to the training frame size (W, H), grey when trained with one channel, scaled to
+[0, 1] -> (1, C, H, W).
 Events: coordinates mapped from the sensor onto the training frame size (``data.rescale_events``, as
-the training data did, downsampling included), then the checkpoint's
-representation over the window's own time range -> (1, C, H, W).
+the training data did, downsampling included), then the checkpoint's representation over the
+window's own time range (its bounds in microseconds, as the source cut it) -> (1, C, H, W).
 """
 from __future__ import annotations
-
-from typing import Any
 
 import cv2
 import numpy as np
 import torch
 
-from data import create_representation, rescale_events
+from data import Preprocessing, rescale_events
 from perception.errors import PerceptionError
 from perception.streaming.sources import Observation
 
@@ -23,18 +23,19 @@ class Preprocessor:
     the (H', W', 3) uint8 picture for sinks that show one (drawing a dense window's events costs more
     than the model step, so it is only done on demand)."""
 
-    def __init__(self, preprocessing: dict[str, Any], sensor_size: tuple[int, int] | None = None) -> None:
-        self.modality = preprocessing["modality"]
+    def __init__(self, preprocessing: Preprocessing, sensor_size: tuple[int, int] | None = None) -> None:
+        if not isinstance(preprocessing, Preprocessing):
+            raise PerceptionError(f"Preprocessor: expected a data.Preprocessing, got {type(preprocessing).__name__}")
+        self.modality = preprocessing.modality
+        self.frame_size = preprocessing.frame_size   # (W, H)
         if self.modality == "frames":
-            self.size = tuple(int(v) for v in preprocessing["size"])   # (W, H)
-            self.grey = bool(preprocessing.get("grey", False))
+            self.grey = preprocessing.channels == 1
         else:
-            self.frame_size = tuple(int(v) for v in preprocessing["frame_size"])
-            self.representation = create_representation(**preprocessing["representation"])
+            self.representation = preprocessing.make_representation()
             self.sensor_size = tuple(sensor_size) if sensor_size is not None else self.frame_size
             # The training data's mapping; a source with another sensor is scaled by size instead.
-            trained_on = tuple(preprocessing.get("sensor_size", self.sensor_size))
-            self.downsample = int(preprocessing.get("downsample", 1)) if trained_on == self.sensor_size else 1
+            trained_on = preprocessing.sensor_size
+            self.downsample = preprocessing.downsample if trained_on == self.sensor_size else 1
             self._scratch = None
 
     def __call__(self, obs: Observation):
@@ -45,7 +46,8 @@ class Preprocessor:
     def _frame(self, frame: np.ndarray):
         if frame.ndim not in (2, 3):
             raise PerceptionError(f"frame: expected (H, W) or (H, W, 3) pixels, got shape {frame.shape}")
-        resized = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA) if frame.shape[1::-1] != self.size else frame
+        size = self.frame_size
+        resized = cv2.resize(frame, size, interpolation=cv2.INTER_AREA) if frame.shape[1::-1] != size else frame
         if self.grey:
             pixels = cv2.cvtColor(resized, cv2.COLOR_RGB2GRAY)[None] if resized.ndim == 3 else resized[None]
         else:
@@ -63,9 +65,10 @@ class Preprocessor:
                 grown = 0 if self._scratch is None else 2 * len(self._scratch)
                 self._scratch = np.empty(max(len(events), grown), dtype=events.dtype)
             events = rescale_events(events, self.sensor_size, self.frame_size, self.downsample, out=self._scratch)
-        t_start = int(round(obs.t_start * 1e6)) if obs.t_start is not None else None
-        t_end = int(round(obs.t * 1e6))
-        if t_start is not None and len(events):  # merged live windows: the range covers them all
+        if obs.span_us is None:
+            raise PerceptionError("events observation: no window bounds (span_us); make it with Observation.of_window")
+        t_start, t_end = obs.span_us
+        if len(events):  # merged live windows: the range covers them all
             t_start = min(t_start, int(events["t"][0]))
             t_end = max(t_end, int(events["t"][-1]))
         grid = self.representation(events, (width, height), t_start=t_start, t_end=t_end)

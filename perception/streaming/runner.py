@@ -1,8 +1,11 @@
 """The streaming runner: the model step by step over a source, carrying the head's state, fed the real dt.
 
 dt of a step is the time since the previous processed observation (seconds, from the source's own
-timestamps, so frames a live source skipped make it longer); for the first step it is the first
-event window's duration, or the model's time scale for frames (the nominal period it was trained at).
+timestamps, so frames a live source skipped make it longer); the first step's follows
+``data.timing.first_dt``, the rule training batches follow: an event window's duration, or for a
+frame the checkpoint's time scale (the nominal period it was trained at). Event windows' dts come
+from their integer microsecond bounds (exact even at a camera's epoch timestamps, where seconds as
+floats are not), converted once.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from data import Window, s_to_us, step_dt, us_to_s
 from perception.checkpoint import LoadedCheckpoint
 from perception.streaming.preprocess import Preprocessor
 from perception.streaming.sources import Observation, Source
@@ -76,13 +80,14 @@ class StreamRunner:
         self.model, self.classes = checkpoint.model.to(device).eval(), checkpoint.classes
         self.preprocess = Preprocessor(checkpoint.preprocessing, source.sensor_size)
         self.source, self.device = source, device
-        self.nominal_dt = float(self.model.time_scale)
+        self.nominal_dt = checkpoint.preprocessing.time_scale
         self.latencies = Reservoir()
         self.observed = 0        # observations processed (frames or windows)
         self.events = 0          # events processed (event sources)
         self.skipped = 0
         self.first_t: float | None = None
         self.last_t: float | None = None
+        self._last_us: int | None = None  # the previous event window's end
         self._warm_up()
 
     @torch.inference_mode()
@@ -93,21 +98,22 @@ class StreamRunner:
 
         pre = self.preprocess
         if pre.modality == "frames":
-            width, height = pre.size
+            width, height = pre.frame_size
             obs = Observation(0.0, "frame", np.zeros((height, width, 3), np.uint8))
         else:
             width, height = pre.sensor_size
-            empty = make_events([0, width - 1], [0, height - 1], [0, 1000], [0, 1])
-            obs = Observation(1e-3, "events", empty, 0.0)
+            events = make_events([0, width - 1], [0, height - 1], [0, 1000], [0, 1])
+            obs = Observation.of_window(Window(events, 0, 1000))
         x, _ = pre(obs)
         self.model.step(x.to(self.device), torch.full((1, 1), self.nominal_dt, device=self.device))
 
     def _dt(self, obs: Observation) -> float:
-        if self.last_t is not None:
-            return max(0.0, obs.t - self.last_t)
-        if obs.t_start is not None and obs.t > obs.t_start:
-            return obs.t - obs.t_start
-        return self.nominal_dt
+        if obs.span_us is None:
+            return step_dt(obs.t, self.last_t, obs.t_start, self.nominal_dt)
+        start, end = obs.span_us
+        dt_us = step_dt(end, self._last_us, start, s_to_us(self.nominal_dt))
+        self._last_us = end
+        return us_to_s(dt_us)
 
     def inputs(self, realtime: bool = False, max_steps: int | None = None):
         """(observation, x (1, C, H, W), display() -> image, dt seconds) per step, in stream order."""

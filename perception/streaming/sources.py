@@ -9,9 +9,13 @@ SOURCE is one of:
     RECORDING       an event recording in any format ``data.read_events`` reads
 
 Event sources are cut into windows exactly as the checkpoint's preprocessing says (duration or
-count, overlap). Every observation carries ``t``: the source's own time in seconds (container
-timestamps for video, the window's end for events, capture time for webcams; for an event
-camera, the window's end on the camera's clock, counted from its first event).
+count, overlap, or between frames), by ``data.WindowCutter``: the simulated sources (``sim:``) read
+their simulator out at every frame, a frame clock that ends the windows of a frames spec; the
+others have no frames and cut a frames spec into windows of its nominal period. Every observation
+carries ``t``: the source's own time in seconds (container timestamps for video, the window's end
+for events, capture time for webcams; for an event camera, the window's end on the camera's clock,
+counted from its first event). Event observations also carry their window's bounds in
+microseconds as cut (``span_us``), so preprocessing reads the window's own integer times.
 
 Recorded sources (files) are decoded in a thread a few items ahead of the model (``ReadAhead``):
 decoding (numba, PyAV) releases the GIL, so it runs on one core while window cutting,
@@ -31,14 +35,18 @@ import numpy as np
 
 from data import (
     EventSimulator,
+    Preprocessing,
     SimulatorConfig,
+    Window,
     WindowCutter,
     WindowSpec,
     iter_events,
     iter_video,
     iter_webcam,
     probe_events,
+    s_to_us,
     stated_sensor_size,
+    us_to_s,
 )
 from data.events import Events
 from perception.errors import PerceptionError
@@ -53,13 +61,21 @@ POLL_S = 0.05   # how often a read-ahead thread blocked on a full queue checks w
 @dataclass
 class Observation:
     """One step's input. ``kind`` "frame": ``data`` (H, W, 3) or (H, W) uint8; "events": ``data``
-    (N,) events in the sensor's coordinates over [t_start, t] seconds."""
+    (N,) events in the sensor's coordinates over [t_start, t] seconds, the window
+    ``span_us`` = (start, end) microseconds (``of_window``)."""
 
     t: float
     kind: str
     data: Any
     t_start: float | None = None
     skipped: int = 0  # observations a live source dropped just before this one (the model was slower)
+    span_us: tuple[int, int] | None = None
+
+    @classmethod
+    def of_window(cls, window: Window, skipped: int = 0) -> "Observation":
+        """The observation of an event window: its events, its end as t, its bounds."""
+        return cls(us_to_s(window.t_end_us), "events", window.events, us_to_s(window.t_start_us), skipped,
+                   (window.t_start_us, window.t_end_us))
 
 
 @dataclass
@@ -170,24 +186,38 @@ def _frames(pairs) -> Iterator[Observation]:
         yield Observation(float(t), "frame", frame)
 
 
-def _windows(chunks, spec: WindowSpec) -> Iterator[Observation]:
-    cutter = WindowCutter(spec, copy=False)  # our chunks are new arrays, never reused
+def event_windows(chunks, spec: WindowSpec, *, frame_clock: bool = False) -> Iterator[Observation]:
+    """The observations of an event stream's windows, cut by ``spec``.
+
+    Args:
+        chunks: event arrays (new ones, never reused by their maker); with ``frame_clock``,
+            (events, frame time in microseconds) pairs: the events a camera read out at that frame.
+        spec: the checkpoint's windows.
+        frame_clock: the chunks come with frames (the simulator's), which end a frames spec's windows.
+    """
+    cutter = WindowCutter(spec, copy=False, frame_clock=frame_clock)
     for chunk in chunks:
-        for window in cutter.push(chunk):
-            yield Observation(window.t_end_us * 1e-6, "events", window.events, window.t_start_us * 1e-6)
+        if frame_clock:
+            events, frame_us = chunk
+            windows = cutter.push(events) + cutter.tick(frame_us)
+        else:
+            windows = cutter.push(chunk)
+        for window in windows:
+            yield Observation.of_window(window)
     for window in cutter.finish():
-        yield Observation(window.t_end_us * 1e-6, "events", window.events, window.t_start_us * 1e-6)
+        yield Observation.of_window(window)
 
 
-def _simulated(frames, size: tuple[int, int], seed: int = 0) -> Iterator[Events]:
-    """Events from (t, frame) pairs: each frame resized to ``size`` (W, H), grey, through the simulator."""
+def _simulated(frames, size: tuple[int, int], seed: int = 0) -> Iterator[tuple[Events, int]]:
+    """(events, frame time in us) per (t, frame) pair: each frame resized to ``size`` (W, H), grey,
+    through the simulator, which is read out at every frame."""
     simulator = EventSimulator(SimulatorConfig(noise_rate_hz=0.1), np.random.default_rng(seed))
     for t, frame in frames:
         if frame.ndim == 3:
             frame = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
         if (frame.shape[1], frame.shape[0]) != tuple(size):
             frame = cv2.resize(frame, tuple(size), interpolation=cv2.INTER_AREA)
-        yield simulator.feed(frame, float(t))
+        yield simulator.feed(frame, float(t)), s_to_us(float(t))
 
 
 def _camera_index(text: str, spec: str, kind: str = "webcam") -> int:
@@ -203,17 +233,16 @@ def _camera_index(text: str, spec: str, kind: str = "webcam") -> int:
 def _event_camera(spec: str, index: int, window: WindowSpec) -> Source:
     """A live event camera, cut into the checkpoint's windows; merged, never dropped, when the model lags."""
     camera = open_camera(spec, index)
-    return live(Source(spec, "events", True, _windows(camera.chunks, window), camera.sensor_size, [camera.stop]))
+    return live(Source(spec, "events", True, event_windows(camera.chunks, window), camera.sensor_size,
+                       [camera.stop]))
 
 
-def open_source(spec: str, preprocessing: dict[str, Any]) -> Source:
+def open_source(spec: str, preprocessing: Preprocessing) -> Source:
     """The source named by ``spec`` for a model trained with ``preprocessing`` (its modality decides
     whether frames or event windows are needed)."""
-    modality = preprocessing.get("modality")
-    if modality not in ("frames", "events"):
-        raise PerceptionError(f"checkpoint preprocessing: unknown modality {modality!r}")
-    window = preprocessing.get("window")
-    spec_window = WindowSpec(window["mode"], int(window["size"]), int(window.get("overlap", 0))) if window else None
+    if not isinstance(preprocessing, Preprocessing):
+        raise PerceptionError(f"open_source: expected a data.Preprocessing, got {type(preprocessing).__name__}")
+    modality, spec_window = preprocessing.modality, preprocessing.window
     simulated = spec.startswith("sim:")
     inner = spec[4:] if simulated else spec
 
@@ -230,9 +259,10 @@ def open_source(spec: str, preprocessing: dict[str, Any]) -> Source:
             _expect(modality, "frames", spec)
             return live(Source(spec, "frame", True, _frames(iter_webcam(index))))
         _expect(modality, "events", spec)
-        size = tuple(preprocessing["frame_size"])
+        size = preprocessing.frame_size
         frames = iter_webcam(index)
-        return live(Source(spec, "events", True, _windows(_simulated(frames, size), spec_window), size))
+        observations = event_windows(_simulated(frames, size), spec_window, frame_clock=True)
+        return live(Source(spec, "events", True, observations, size))
 
     path = Path(inner)
     if not path.exists():
@@ -240,21 +270,21 @@ def open_source(spec: str, preprocessing: dict[str, Any]) -> Source:
     if simulated or path.suffix.lower() in VIDEO_SUFFIXES:
         if simulated:
             _expect(modality, "events", spec)
-            size = tuple(preprocessing["frame_size"])
+            size = preprocessing.frame_size
             # Simulating costs more than cutting and the model: it is the part that runs ahead.
             return _read_ahead(spec, "events", _simulated(iter_video(path), size),
-                               lambda events: _windows(events, spec_window), size)
+                               lambda readouts: event_windows(readouts, spec_window, frame_clock=True), size)
         _expect(modality, "frames", spec)
-        size = tuple(int(v) for v in preprocessing["size"])
         # The decoder scales and converts in one pass, as the video-folder dataset reads its clips.
-        frames = iter_video(path, size=size, grey=bool(preprocessing.get("grey")))
+        frames = iter_video(path, size=preprocessing.frame_size, grey=preprocessing.channels == 1)
         return _read_ahead(spec, "frame", frames, _frames)
     _expect(modality, "events", spec)
     size = stated_sensor_size(path) or probe_events(path).sensor_size  # probing decodes the whole file
     # The chunks are decoded ahead and the windows cut in the consumer's thread: reading (decoding,
     # order and bounds checks) and cutting + preprocessing + model then cost about the same, so
     # neither thread waits long for the other.
-    return _read_ahead(spec, "events", iter_events(path), lambda chunks: _windows(chunks, spec_window), tuple(size))
+    return _read_ahead(spec, "events", iter_events(path), lambda chunks: event_windows(chunks, spec_window),
+                       tuple(size))
 
 
 def _expect(modality: str, needed: str, spec: str) -> None:
@@ -336,4 +366,5 @@ def merge(observations: list[Observation]) -> Observation:
     if last.kind == "frame":
         return Observation(last.t, "frame", last.data, None, skipped)
     events = np.concatenate([o.data for o in observations])
-    return Observation(last.t, "events", events, observations[0].t_start, skipped)
+    span = (observations[0].span_us[0], last.span_us[1])
+    return Observation(last.t, "events", events, observations[0].t_start, skipped, span)

@@ -174,11 +174,11 @@ def _run(cli: PerceptionCLI) -> int:
 
 
 def checkpoint_modality(path: str) -> str | None:
-    from perception.checkpoint import read_checkpoint
+    from perception.checkpoint import read_checkpoint, read_preprocessing
 
     try:
-        return read_checkpoint(path)["perception"]["preprocessing"].get("modality")
-    except (PerceptionError, KeyError, TypeError):
+        return read_preprocessing(read_checkpoint(path), path).modality
+    except PerceptionError:
         return None
 
 

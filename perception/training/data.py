@@ -2,11 +2,14 @@
 
 Each yields the batches of ``data.collate_clips`` and tells the model what it
 needs to be built and to be fed later (``classes``, ``in_channels``, ``preprocessing``,
-``time_scale``). The preprocessing dict goes into every checkpoint, so that streaming inference
-turns frames or events into tensors exactly as training did.
+``time_scale``). The preprocessing (a ``data.Preprocessing``) goes into every checkpoint, so that
+streaming inference turns frames or events into tensors exactly as training did; the time scale
+(``data.timing.nominal_period`` of the training clips) is its nominal period, and the dt of a
+clip's first step when nothing else gives one.
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import lightning as L
@@ -16,15 +19,24 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from data import (
     EventClipDataset,
+    Preprocessing,
     TimingAugment,
     VideoFolderDataset,
     WindowSpec,
     collate_clips,
     create_representation,
     list_event_datasets,
+    nominal_period,
+    s_to_us,
 )
-from data.collate import clip_dt
-from data.synthetic import DEFAULT_SIZES, SyntheticConfig, SyntheticMotionDataset, class_names, pair_kinds
+from data.synthetic import (
+    DEFAULT_SIZES,
+    SyntheticConfig,
+    SyntheticMotionDataset,
+    class_names,
+    pair_kinds,
+    window_spec,
+)
 from perception.errors import PerceptionError
 from perception.training.resume import ResumableLoader
 
@@ -119,7 +131,7 @@ class ClipDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     @property
-    def preprocessing(self) -> dict[str, Any]:
+    def preprocessing(self) -> Preprocessing:
         raise NotImplementedError
 
     # -- shared
@@ -129,12 +141,10 @@ class ClipDataModule(L.LightningDataModule):
 
     @property
     def time_scale(self) -> float:
-        """The median dt (seconds) of the training clips: one unit of head time."""
+        """The median known dt (seconds) of the training clips (``data.timing.nominal_period``): the
+        nominal period, and one unit of head time."""
         if self._time_scale is None:
-            dataset = self.split("train")
-            dts = np.concatenate([clip_dt(t) for t in self.clip_times(dataset)])
-            positive = dts[dts > 0]
-            self._time_scale = float(np.median(positive)) if positive.size else 1.0
+            self._time_scale = nominal_period(self.clip_times(self.split("train")))
         return self._time_scale
 
     def split(self, name: str) -> Dataset:
@@ -152,7 +162,9 @@ class ClipDataModule(L.LightningDataModule):
         # Workers copy the dataset when they start: a dataset with per-epoch draws needs fresh ones
         # every epoch to see its epoch.
         persistent = self.num_workers > 0 and not (shuffle and epoch_follower(dataset) is not None)
-        options = {"batch_size": self.batch_size, "num_workers": self.num_workers, "collate_fn": collate_clips,
+        # A clip starting at 0 gets the nominal period as its first dt, as a stream's first frame does.
+        collate = partial(collate_clips, default_period=self.time_scale)
+        options = {"batch_size": self.batch_size, "num_workers": self.num_workers, "collate_fn": collate,
                    "persistent_workers": persistent,
                    # worker seeds from the loader's own generator: loading never draws from the global one
                    "generator": torch.Generator().manual_seed(self.shuffle_seed)}
@@ -224,7 +236,9 @@ class SyntheticDataModule(ClipDataModule):
 
     def clip_times(self, dataset: Dataset) -> list[np.ndarray]:
         base = dataset.dataset if isinstance(dataset, InMemory) else dataset
-        return [clip.t for clip in base.clips]
+        if not isinstance(base, SyntheticMotionDataset):  # a split put in place by hand
+            return super().clip_times(dataset)
+        return [base.times(i) for i in range(len(base))]
 
     def pair_kinds(self) -> dict[str, str]:
         """class name -> the kind of pair it belongs to (appearance, order, speed)."""
@@ -239,17 +253,13 @@ class SyntheticDataModule(ClipDataModule):
         return self.config.make_representation().channels if self.modality == "events" else 1
 
     @property
-    def preprocessing(self) -> dict[str, Any]:
-        side = [self.config.size, self.config.size]
+    def preprocessing(self) -> Preprocessing:
+        side = (self.config.size, self.config.size)
         if self.modality == "frames":
-            return {"modality": "frames", "size": side, "grey": True}
-        return {
-            "modality": "events",
-            "sensor_size": side,
-            "frame_size": side,
-            "representation": self.config.make_representation().to_config(),
-            "window": {"mode": "duration", "size": int(round(self.time_scale * 1e6)), "overlap": 0},
-        }
+            return Preprocessing.frames(side, 1, self.time_scale)
+        # The windows the clips were cut with: between frames (a stream without frames: the nominal period).
+        return Preprocessing.events(side, side, self.config.representation, window_spec(s_to_us(self.time_scale)),
+                                    self.time_scale)
 
 
 def hold_out(indices: np.ndarray, fraction: float) -> tuple[list[int], list[int]]:
@@ -318,6 +328,9 @@ class EventDataModule(FolderDataModule):
             raise PerceptionError(f"data.dataset: unknown {dataset!r}; choose one of: {', '.join(list_event_datasets())}")
         if not 0 < val_fraction < 1:
             raise PerceptionError(f"data.val_fraction: expected a number in (0, 1), got {val_fraction!r}")
+        if window_mode == "frames":
+            raise PerceptionError("data.window_mode: 'frames' windows need a frame clock, and recordings have none; "
+                                  "use 'duration' or 'count'")
         self.window = WindowSpec(window_mode, window_size, window_overlap)
         self.representation = create_representation(**(representation or {"name": "voxel_grid", "bins": 5}))
         self.options = {"root": root, "window": self.window, "representation": self.representation,
@@ -352,16 +365,10 @@ class EventDataModule(FolderDataModule):
         return self.representation.channels
 
     @property
-    def preprocessing(self) -> dict[str, Any]:
-        width, height = self.probe.frame_size
-        return {
-            "modality": "events",
-            "sensor_size": list(self.probe.sensor_size),
-            "frame_size": [width, height],
-            "downsample": self.probe.downsample,
-            "representation": self.representation.to_config(),
-            "window": {"mode": self.window.mode, "size": self.window.size, "overlap": self.window.overlap},
-        }
+    def preprocessing(self) -> Preprocessing:
+        probe = self.probe
+        return Preprocessing.events(probe.sensor_size, probe.frame_size, self.representation, self.window,
+                                    self.time_scale, probe.downsample)
 
 
 class VideoFolderDataModule(FolderDataModule):
@@ -440,6 +447,6 @@ class VideoFolderDataModule(FolderDataModule):
         return 1 if self.common["grey"] else 3
 
     @property
-    def preprocessing(self) -> dict[str, Any]:
-        return {"modality": "frames", "size": list(self.common["size"]), "grey": self.common["grey"]}
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing.frames(self.common["size"], self.in_channels, self.time_scale)
 

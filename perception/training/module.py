@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
+from data import Preprocessing
 from perception.checkpoint import checkpoint_payload
 from perception.errors import PerceptionError
 from perception.model import PerceptionModel
@@ -39,7 +40,8 @@ class PerceptionModule(L.LightningModule):
         lr: peak learning rate of the one-cycle schedule (AdamW).
         weight_decay: AdamW weight decay.
         num_classes, in_channels, class_names, preprocessing: filled in from the data module by the
-            CLI; ``class_names`` and ``preprocessing`` are stored in checkpoints for inference.
+            CLI; ``class_names`` and ``preprocessing`` (a ``data.Preprocessing``) are stored in
+            checkpoints for inference.
         time_scale: seconds per unit of head time; None takes the training data's median dt.
     """
 
@@ -56,7 +58,7 @@ class PerceptionModule(L.LightningModule):
         num_classes: int = 2,
         in_channels: int = 1,
         class_names: list[str] | None = None,
-        preprocessing: dict[str, Any] | None = None,
+        preprocessing: Preprocessing | None = None,
         time_scale: float | None = None,
     ) -> None:
         super().__init__()
@@ -64,13 +66,18 @@ class PerceptionModule(L.LightningModule):
             raise PerceptionError(f"model.loss: must be one of {', '.join(map(repr, LOSSES))}, got {loss!r}")
         if not lr > 0:
             raise PerceptionError(f"model.lr: expected a positive learning rate, got {lr!r}")
-        self.save_hyperparameters()
+        if preprocessing is not None and not isinstance(preprocessing, Preprocessing):
+            raise PerceptionError(f"model.preprocessing: expected a data.Preprocessing, got {type(preprocessing).__name__}")
+        self.preprocessing = preprocessing
+        # Hyperparameters go into checkpoints (read with weights_only=True) and logs: plain values
+        # only, so the preprocessing goes in as its dict.
+        self.save_hyperparameters(ignore=["preprocessing"])
+        self.save_hyperparameters({"preprocessing": None if preprocessing is None else preprocessing.to_dict()})
         self.model = PerceptionModel(
             in_channels, num_classes, backbone, head, backbone_kwargs, head_kwargs,
             time_scale=1.0 if time_scale is None else time_scale, dropout=dropout,
         )
         self.classes = list(class_names) if class_names is not None else [str(k) for k in range(num_classes)]
-        self.preprocessing = dict(preprocessing or {})
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")

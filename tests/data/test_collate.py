@@ -31,9 +31,10 @@ def test_shapes_padding_mask_and_labels():
 
 
 def test_dt_is_the_time_since_the_previous_frame():
-    batch = collate_clips([clip([0, 0.1, 0.2, 0.5]), clip([0.25, 0.3, 0.3, 1.0])])
-    # Clip 0 starts at 0: dt[0] = its median positive gap (0.1, 0.1, 0.3 -> 0.1).
-    np.testing.assert_allclose(batch["dt"][0].numpy(), [0.1, 0.1, 0.1, 0.3], atol=1e-7)
+    batch = collate_clips([clip([0, 0.1, 0.2, 0.5]), clip([0.25, 0.3, 0.3, 1.0])], default_period=0.04)
+    # Clip 0 starts at 0: nothing says when a frame before it would have been: the nominal period
+    # (never its later gaps, which a stream could not know at its first step).
+    np.testing.assert_allclose(batch["dt"][0].numpy(), [0.04, 0.1, 0.1, 0.3], atol=1e-7)
     # Clip 1 starts later (its first frames were dropped): dt[0] = t[0]; equal times give dt 0.
     np.testing.assert_allclose(batch["dt"][1].numpy(), [0.25, 0.05, 0.0, 0.7], atol=1e-7)
 
@@ -57,11 +58,13 @@ def test_dict_samples_and_numpy_inputs():
     x = np.zeros((2, 3, 6, 7), np.float32)
     batch = collate_clips([{"x": x, "t": [0.0, 0.02], "y": np.int64(4)}, {"x": x[:1], "t": np.array([0.0]), "y": 1}])
     assert batch["x"].shape == (2, 2, 3, 6, 7) and batch["y"].tolist() == [4, 1]
-    np.testing.assert_allclose(batch["dt"].numpy(), [[0.02, 0.02], [DEFAULT_PERIOD, 0.0]], atol=1e-7)
+    np.testing.assert_allclose(batch["dt"].numpy(), [[DEFAULT_PERIOD, 0.02], [DEFAULT_PERIOD, 0.0]], atol=1e-7)
 
 
 def test_clip_dt():
-    np.testing.assert_allclose(clip_dt(np.array([0.0, 1.0, 3.0])), [1.5, 1.0, 2.0])
+    np.testing.assert_allclose(clip_dt(np.array([0.0, 1.0, 3.0])), [DEFAULT_PERIOD, 1.0, 2.0])
+    np.testing.assert_allclose(clip_dt(np.array([0.0, 1.0, 3.0]), 0.5), [0.5, 1.0, 2.0])
+    np.testing.assert_allclose(clip_dt(np.array([0.2, 1.0])), [0.2, 0.8])
     assert clip_dt(np.zeros(0)).shape == (0,)
 
 

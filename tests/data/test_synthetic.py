@@ -59,7 +59,12 @@ def test_items_follow_the_clip_contract(modality):
         item = ds[i]
         assert item["x"].shape == (12, channels, 64, 64) and item["x"].dtype == torch.float32
         assert item["t"].shape == (12,) and item["t"].dtype == torch.float64
-        assert item["t"][0] == 0 and (item["t"].diff() > 0).all()
+        assert (item["t"].diff() > 0).all()
+        if modality == "frames":  # frame times from the first frame
+            assert item["t"][0] == 0
+        else:  # window ends from the first window's start, one period before the first frame
+            clip = ds.clips[i]
+            np.testing.assert_allclose(item["t"].numpy(), clip.t + clip.period, atol=1e-6)
         assert item["y"] == i % 8 and isinstance(item["y"], int)
         assert torch.isfinite(item["x"]).all()
     if modality == "frames":
@@ -263,3 +268,25 @@ def test_a_subset_of_classes():
     assert [ds.info(i)["class"] for i in range(3)] == ["swipe_left", "swipe_right", "swipe_left"]
     assert pair_kinds(config) == {"swipe_left": "order", "swipe_right": "order"}
     assert replace(config, size=32).size == 32
+
+
+def test_event_windows_lie_between_observations_and_merge_when_dropped():
+    """The clips are cut by the frames WindowSpec the data module declares, ticking at the
+    observation times; dropping observations merges their windows and loses no event."""
+    from data.synthetic import window_spec
+    from data.timing import s_to_us
+    from data.windows import WindowSpec
+
+    ds = SyntheticMotionDataset("train", size=4, modality="events")
+    clip = ds.clips[1]
+    windows = ds.windows(1)
+    edges = s_to_us(np.concatenate([[-clip.period], clip.t]))
+    assert [(w.t_start_us, w.t_end_us) for w in windows] == list(zip(edges[:-1].tolist(), edges[1:].tolist()))
+    assert sum(len(w) for w in windows) == int((clip.events["t"] < edges[-1]).sum())
+    keep = np.ones(len(clip.t), bool)
+    keep[[3, 4, 7]] = False
+    merged = ds.windows(1, keep)
+    assert len(merged) == keep.sum() and sum(len(w) for w in merged) == sum(len(w) for w in windows)
+    np.testing.assert_allclose(ds.times(1, keep), ds.times(1)[keep])
+    assert ds.perturbed(1, np.random.default_rng(0))["t"].numpy().tolist() == ds.times(1).tolist()
+    assert window_spec(58_900) == WindowSpec.frames(58_900, drop_last=True)

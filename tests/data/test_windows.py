@@ -225,3 +225,75 @@ def test_copy_false_gives_the_same_windows_without_copying():
     for a, b in zip(shared, copied):
         np.testing.assert_array_equal(a.events, b.events)
     assert any(np.shares_memory(w.events, events) for w in shared)  # views, not copies
+
+
+# --------------------------------------------------------------------------------------------
+# frames: windows between the frames of a frame clock
+
+
+def framed(events: np.ndarray, frames_us, sizes: list[int], spec: WindowSpec) -> list[Window]:
+    """Cut ``events`` with a frame clock: the events pushed in chunks of ``sizes`` (cycling), each
+    frame ticked once every event before it has been pushed (and some at it, or after it, too)."""
+    cutter = WindowCutter(spec, frame_clock=True)
+    out, start, i = [], 0, 0
+    for frame in frames_us:
+        before = int(np.searchsorted(events["t"], frame, side="right"))  # may include events at the frame
+        while start < before:
+            size = sizes[i % len(sizes)]
+            out += cutter.push(events[start : min(start + size, before)])
+            start, i = min(start + size, before), i + 1
+        out += cutter.tick(frame)
+    out += cutter.push(events[start:])
+    return out + cutter.finish()
+
+
+def test_frames_windows_lie_between_frames():
+    events = stream([10, 12, 19, 20, 35, 47])
+    windows = framed(events, [10, 20, 20, 31, 47], [1], WindowSpec.frames(10))
+    # the first frame starts the clock; a frame at the time of the one before ends no window; an
+    # event at a frame's time belongs to the window that frame starts
+    assert [(w.t_start_us, w.t_end_us) for w in windows] == [(10, 20), (20, 31), (31, 47), (47, 48)]
+    assert [w.events["t"].tolist() for w in windows] == [[10, 12, 19], [20], [35], [47]]
+    dropped = framed(events, [10, 20, 31, 47], [2], WindowSpec.frames(10, drop_last=True))
+    assert [(w.t_start_us, w.t_end_us) for w in dropped] == [(10, 20), (20, 31), (31, 47)]
+
+
+@pytest.mark.parametrize("sizes", [[1], [7, 3], [10_000]])
+def test_frames_windows_do_not_depend_on_the_chunks(sizes):
+    events = random_stream(2_000, seed=4)
+    rng = np.random.default_rng(1)
+    frames = np.unique(np.concatenate([[events["t"][0] - 5], rng.choice(events["t"], 40), [events["t"][-1] + 1]]))
+    whole = framed(events, frames, [events.size], WindowSpec.frames(100))
+    assert summary(framed(events, frames, sizes, WindowSpec.frames(100))) == summary(whole)
+    assert len(whole) == frames.size - 1 and sum(len(w) for w in whole) == events.size
+    for window, (start, end) in zip(whole, zip(frames[:-1], frames[1:])):
+        assert (window.t_start_us, window.t_end_us) == (start, end)
+        assert ((window.events["t"] >= start) & (window.events["t"] < end)).all()
+
+
+def test_frames_spec_without_a_frame_clock_cuts_its_nominal_period():
+    events = random_stream(1_000, seed=2)
+    spec = WindowSpec.frames(700, drop_last=True)
+    assert spec.without_frame_clock() == WindowSpec.duration(700, drop_last=True)
+    assert WindowSpec.count(5).without_frame_clock() == WindowSpec.count(5)
+    duration = WindowSpec.duration(700, drop_last=True)
+    assert summary(slice_windows(events, spec)) == summary(slice_windows(events, duration))
+    cutter = WindowCutter(WindowSpec.duration(10), frame_clock=True)  # other modes ignore the frames
+    assert len(cutter.push(stream([0, 5, 12]))) == 1 and cutter.tick(11) == [] and len(cutter.finish()) == 1
+
+
+def test_frames_bad_streams_are_refused():
+    early = WindowCutter(WindowSpec.frames(10), frame_clock=True)
+    early.push(stream([5]))
+    with pytest.raises(DataError, match="before the stream's first frame at 6 us"):
+        early.tick(6)
+    cutter = WindowCutter(WindowSpec.frames(10), t_start_us=0, frame_clock=True)
+    cutter.push(stream([1, 2]))
+    assert len(cutter.tick(5)) == 1
+    with pytest.raises(DataError, match="earlier than the frame at 5 us that started"):
+        cutter.push(stream([4]))
+    with pytest.raises(DataError, match="frame times go backwards"):
+        cutter.tick(3)
+    with pytest.raises(DataError, match="overlap 0"):
+        WindowSpec("frames", 10, 2)
+    assert WindowSpec.from_config(WindowSpec.frames(10).to_config()) == WindowSpec("frames", 10)

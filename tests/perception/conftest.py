@@ -6,11 +6,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from data import Preprocessing, WindowSpec
 from perception.checkpoint import save_checkpoint
 from perception.model import PerceptionModel
 
 CLASSES = ["a", "b", "c"]
 WINDOW_US = 50_000  # the event checkpoint's duration windows
+REPRESENTATION = {"name": "voxel_grid", "bins": 5, "polarity": "signed", "normalize": "standard"}
 
 
 def _tiny_checkpoint(folder: Path, modality: str = "events") -> Path:
@@ -19,12 +21,10 @@ def _tiny_checkpoint(folder: Path, modality: str = "events") -> Path:
     torch.manual_seed(0)
     if modality == "frames":
         model = PerceptionModel(1, 3, backbone_kwargs={"width": 0.5}, time_scale=0.05)
-        pre = {"modality": "frames", "size": [32, 32], "grey": True}
+        pre = Preprocessing.frames((32, 32), 1, 0.05)
     else:
         model = PerceptionModel(5, 3, backbone_kwargs={"width": 0.5}, time_scale=0.05)
-        pre = {"modality": "events", "sensor_size": [32, 32], "frame_size": [32, 32],
-               "representation": {"name": "voxel_grid", "bins": 5, "polarity": "signed", "normalize": "standard"},
-               "window": {"mode": "duration", "size": WINDOW_US, "overlap": 0}}
+        pre = Preprocessing.events((32, 32), (32, 32), REPRESENTATION, WindowSpec.duration(WINDOW_US), 0.05)
     return save_checkpoint(Path(folder) / f"{modality}.ckpt", model.eval(), CLASSES, pre)
 
 

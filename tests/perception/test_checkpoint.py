@@ -2,14 +2,18 @@
 import os
 import pickle
 
+import tracemalloc
+
 import pytest
 import torch
 
+from data import Preprocessing, WindowSpec
+from perception import checkpoint as checkpoint_module
 from perception.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from perception.errors import PerceptionError
 from perception.model import PerceptionModel
 
-PRE = {"modality": "frames", "size": [32, 32], "grey": True}
+PRE = Preprocessing.frames((32, 32), 1, 0.04)
 
 
 def _saved(tmp_path, head="cfc"):
@@ -77,3 +81,68 @@ def test_weights_of_another_model(tmp_path):
     torch.save(mixed, tmp_path / "mixed.ckpt")
     with pytest.raises(PerceptionError, match="weights do not match"):
         load_checkpoint(tmp_path / "mixed.ckpt")
+
+
+def _with_preprocessing(tmp_path, name, preprocessing, in_channels=1):
+    """A copy of a saved frames checkpoint with ``preprocessing`` as its raw entry."""
+    _, path = _saved(tmp_path)
+    payload = torch.load(path, weights_only=True)
+    payload["perception"]["preprocessing"] = preprocessing
+    payload["perception"]["model"]["in_channels"] = in_channels
+    torch.save(payload, tmp_path / name)
+    return tmp_path / name
+
+
+def test_a_checkpoint_written_before_the_preprocessing_had_a_version_loads(tmp_path):
+    old = _with_preprocessing(tmp_path, "old.ckpt", {"modality": "frames", "size": [32, 32], "grey": True})
+    loaded = load_checkpoint(old)
+    assert loaded.preprocessing == Preprocessing.frames((32, 32), 1, 0.04)  # the model's time scale
+    events = {"modality": "events", "sensor_size": [64, 64], "frame_size": [32, 32], "downsample": 2,
+              "representation": {"name": "histogram", "bins": 1, "polarity": "split"},
+              "window": {"mode": "duration", "size": 40_000, "overlap": 0}}
+    model = PerceptionModel(2, 3, backbone_kwargs={"width": 0.5}, time_scale=0.04).eval()
+    new = Preprocessing.events((64, 64), (32, 32), events["representation"], WindowSpec.duration(40_000), 0.04,
+                               downsample=2)
+    path = save_checkpoint(tmp_path / "events.ckpt", model, ["a", "b", "c"], new)
+    payload = torch.load(path, weights_only=True)
+    payload["perception"]["preprocessing"] = events
+    torch.save(payload, tmp_path / "old_events.ckpt")
+    loaded = load_checkpoint(tmp_path / "old_events.ckpt")
+    assert loaded.preprocessing == new and loaded.model.in_channels == 2
+    # a preprocessing that does not fit the model is refused before the model is built
+    payload["perception"]["model"]["in_channels"] = 5
+    torch.save(payload, tmp_path / "mismatch.ckpt")
+    with pytest.raises(PerceptionError, match="mismatch.ckpt: the preprocessing makes 2-channel inputs, the model takes 5"):
+        load_checkpoint(tmp_path / "mismatch.ckpt")
+
+
+def test_a_malformed_preprocessing_fails_in_one_line_before_anything_is_built(tmp_path, monkeypatch):
+    huge = _with_preprocessing(tmp_path, "huge.ckpt", {**PRE.to_dict(), "frame_size": [100_000, 100_000]})
+    old_huge = _with_preprocessing(tmp_path, "old_huge.ckpt", {"modality": "frames", "size": [100_000, 100_000]})
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was built from a malformed checkpoint")
+
+    monkeypatch.setattr(checkpoint_module, "PerceptionModel", refuse)
+    for path in (huge, old_huge):
+        tracemalloc.start()
+        with pytest.raises(PerceptionError) as caught:
+            load_checkpoint(path)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        message = str(caught.value)
+        assert message.startswith(f"{path}: preprocessing.frame_size: expected (width, height)") and "\n" not in message
+        assert peak < 20 * 2**20  # nothing of the 10^10 pixels was allocated
+    missing = _with_preprocessing(tmp_path, "none.ckpt", None)
+    with pytest.raises(PerceptionError, match="none.ckpt: preprocessing: expected a dict, got NoneType"):
+        load_checkpoint(missing)
+
+
+def test_the_cli_reports_a_malformed_checkpoint_in_one_line(tmp_path, capsys):
+    from perception.cli import main
+
+    bad = _with_preprocessing(tmp_path, "bad.ckpt", {**PRE.to_dict(), "channels": 2})
+    assert main(["export", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "bad.ckpt: preprocessing.channels: frames have 1 (grey) or 3 (RGB) channels; got 2" in err
+    assert len(err.splitlines()) == 1

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from data.collate import clip_dt
+from data import Preprocessing, WindowSpec
+from data.timing import known_dts
+from perception.errors import PerceptionError
 from perception.training.data import EventDataModule, SyntheticDataModule, VideoFolderDataModule
 from perception.training.module import PerceptionModule
 
@@ -63,8 +65,10 @@ def test_event_datamodule_on_a_dvsgesture_folder(tmp_path):
     dm = EventDataModule("dvsgesture", root=str(_dvsgesture(tmp_path)), window_size=100_000, max_steps=4,
                          downsample=4, val_fraction=0.34, batch_size=2)
     assert dm.classes[0] and dm.num_classes == 11 and dm.in_channels == 5
-    assert dm.preprocessing["window"] == {"mode": "duration", "size": 100_000, "overlap": 0}
-    assert dm.preprocessing["frame_size"] == [32, 32] and dm.preprocessing["sensor_size"] == [128, 128]
+    pre = dm.preprocessing
+    assert pre.window == WindowSpec.duration(100_000)
+    assert pre.frame_size == (32, 32) and pre.sensor_size == (128, 128) and pre.downsample == 4
+    assert pre.channels == 5 and pre.time_scale == dm.time_scale
     dm.setup("fit")
     dm.setup("test")
     assert (len(dm.split("train")), len(dm.split("val")), len(dm.split("test"))) == (4, 2, 2)
@@ -83,7 +87,7 @@ def test_event_time_scale_needs_no_representation(tmp_path, monkeypatch):
                    downsample=4, val_fraction=0.34)
     train = EventDataModule("dvsgesture", **options).split("train")
     expected = [train[i][1].numpy() for i in range(len(train))]
-    dts = np.concatenate([clip_dt(t) for t in expected])
+    dts = np.concatenate([known_dts(t) for t in expected])
     assert np.unique(np.round(dts, 6)).size > 1  # really variable
     fresh = EventDataModule("dvsgesture", **options)
 
@@ -96,12 +100,17 @@ def test_event_time_scale_needs_no_representation(tmp_path, monkeypatch):
     assert fresh.time_scale == pytest.approx(float(np.median(dts[dts > 0])))
 
 
+def test_event_datamodule_refuses_frames_windows(tmp_path):
+    with pytest.raises(PerceptionError, match="data.window_mode: 'frames' windows need a frame clock"):
+        EventDataModule("dvsgesture", root=str(tmp_path), window_mode="frames")
+
+
 def test_video_folder_datamodule(tmp_path):
     torch.set_num_threads(1)
     dm = VideoFolderDataModule(root=str(_videos(tmp_path)), frames_per_clip=6, size=(32, 32), grey=True,
                                test_fraction=0.25, val_fraction=0.2, batch_size=2)
     assert dm.classes == ["a", "b"] and dm.in_channels == 1
-    assert dm.preprocessing == {"modality": "frames", "size": [32, 32], "grey": True}
+    assert dm.preprocessing == Preprocessing.frames((32, 32), 1, dm.time_scale)
     dm.setup("fit")
     dm.setup("test")
     sizes = [len(dm.split(s)) for s in ("train", "val", "test")]
@@ -116,9 +125,10 @@ def test_synthetic_datamodule_frames_and_events():
     frames = SyntheticDataModule(modality="frames", train_size=8, val_size=8, test_size=8, size=32, steps=4)
     events = SyntheticDataModule(modality="events", train_size=8, val_size=8, test_size=8, size=32, steps=4, bins=3)
     assert frames.in_channels == 1 and events.in_channels == 3
-    assert frames.preprocessing == {"modality": "frames", "size": [32, 32], "grey": True}
-    assert events.preprocessing["representation"]["bins"] == 3
-    assert events.preprocessing["window"]["size"] == round(events.time_scale * 1e6)
+    assert frames.preprocessing == Preprocessing.frames((32, 32), 1, frames.time_scale)
+    assert events.preprocessing.representation["bins"] == 3 and events.preprocessing.channels == 3
+    # the windows the clips are cut with: between frames; a stream without frames, the nominal period
+    assert events.preprocessing.window == WindowSpec.frames(round(events.time_scale * 1e6), drop_last=True)
     frames.setup("fit")
     batch = next(iter(frames.train_dataloader()))
     assert batch["x"].shape == (8, 4, 1, 32, 32) and (batch["dt"] > 0).all()

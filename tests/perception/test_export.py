@@ -5,14 +5,14 @@ import pytest
 import torch
 
 import heads
+from data import Preprocessing, WindowSpec
 from perception.checkpoint import load_checkpoint, save_checkpoint
 from perception.cli import main
 from perception.export import check, export, random_inputs
 from perception.model import PerceptionModel
 
-PRE = {"modality": "events", "sensor_size": [32, 32], "frame_size": [32, 32],
-       "representation": {"name": "voxel_grid", "bins": 5, "polarity": "signed", "normalize": "standard"},
-       "window": {"mode": "duration", "size": 50_000, "overlap": 0}}
+PRE = Preprocessing.events((32, 32), (32, 32), {"name": "voxel_grid", "bins": 5, "polarity": "signed",
+                                                "normalize": "standard"}, WindowSpec.duration(50_000), 0.05)
 
 
 def _checkpoint(tmp_path, head):
@@ -30,7 +30,7 @@ def test_every_head_exports_and_matches_pytorch(tmp_path, head, fmt):
     worst, steps = check(loaded, path, fmt, random_inputs(loaded, 30))
     assert steps == 30 and worst <= 1e-4
     meta = json.loads(path.with_suffix(path.suffix + ".json").read_text())
-    assert meta["classes"] == ["a", "b", "c"] and meta["preprocessing"] == PRE
+    assert meta["classes"] == ["a", "b", "c"] and Preprocessing.from_dict(meta["preprocessing"]) == PRE
     assert meta["outputs"][0] == "logits" and len(meta["state_shapes"]) == len(meta["outputs"]) - 1
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from data import read_events, slice_windows, video_times, WindowSpec
+from data import Preprocessing, Window, WindowSpec, read_events, slice_windows, video_times
 from perception.cli import main
 from perception.streaming.sources import Observation, Source, live
 
@@ -157,7 +157,7 @@ def _fast_source(n: int, period: float, kind: str = "frame") -> Source:
             else:
                 events = np.zeros(3, dtype=[("x", "<u2"), ("y", "<u2"), ("t", "<i8"), ("p", "i1")])
                 events["t"] = int(i * period * 1e6)
-                yield Observation((i + 1) * period, "events", events, i * period)
+                yield Observation.of_window(Window(events, int(i * period * 1e6), int((i + 1) * period * 1e6)))
     return Source("fake", kind, True, produce())
 
 
@@ -266,14 +266,40 @@ def test_streaming_maps_event_coordinates_as_the_training_data_did():
     from perception.streaming.preprocess import Preprocessor
 
     # 100 px downsampled by 3 -> 34 px: x // 3 and x * 34 // 100 differ (x = 50: 16 against 17)
-    pre = {"modality": "events", "sensor_size": [100, 100], "frame_size": [34, 34], "downsample": 3,
-           "representation": {"name": "voxel_grid", "bins": 2, "polarity": "signed"},
-           "window": {"mode": "duration", "size": 1000, "overlap": 0}}
+    pre = Preprocessing.events((100, 100), (34, 34), {"name": "voxel_grid", "bins": 2, "polarity": "signed"},
+                               WindowSpec.duration(1000), 1e-3, downsample=3)
     rng = np.random.default_rng(0)
     events = make_events(rng.integers(0, 100, 500), rng.integers(0, 100, 500), np.sort(rng.integers(0, 1000, 500)),
                          rng.integers(0, 2, 500))
-    x, _ = Preprocessor(pre, (100, 100))(Observation(1e-3, "events", events, 0.0))
+    x, _ = Preprocessor(pre, (100, 100))(Observation.of_window(Window(events, 0, 1000)))
     trained = rescale_events(events, (100, 100), (34, 34), 3)
     np.testing.assert_array_equal(trained["x"], events["x"] // 3)
     expected = to_voxel_grid(trained, (34, 34), 2, t_start=0, t_end=1000)
     np.testing.assert_array_equal(x[0].numpy(), expected)
+
+
+def test_a_model_trained_between_frames_sees_simulated_events_between_frames(tmp_path, shared_data):
+    """A frames-window checkpoint (the built-in dataset's): a simulated source is cut at its video's
+    frame times (the simulator is read out at every frame); a recording, which has no frames, into
+    windows of the nominal period."""
+    from data import Preprocessing
+    from perception.checkpoint import save_checkpoint
+    from perception.model import PerceptionModel
+
+    torch.manual_seed(0)
+    model = PerceptionModel(5, 3, backbone_kwargs={"width": 0.5}, time_scale=0.05).eval()
+    pre = Preprocessing.events((32, 32), (32, 32), {"name": "voxel_grid", "bins": 5, "normalize": "standard"},
+                               WindowSpec.frames(50_000, drop_last=True), 0.05)
+    ckpt = save_checkpoint(tmp_path / "frames_windows.ckpt", model, CLASSES, pre)
+    times = np.cumsum([0.0, 0.04, 0.04, 0.1, 0.033, 0.2, 0.05, 0.05, 0.3, 0.04])
+    video = _vfr_video(tmp_path / "vfr.mp4", times)
+    out = tmp_path / "sim.jsonl"
+    assert main(["infer", f"sim:{video}", "--checkpoint", str(ckpt), "--headless", "--jsonl", str(out), "--quiet"]) == 0
+    lines = _lines(out)
+    frames = video_times(video)
+    np.testing.assert_allclose([r["t"] for r in lines], frames[1:], atol=1e-6)   # one window per frame interval
+    np.testing.assert_allclose([r["dt"] for r in lines], np.diff(frames), atol=1e-6)
+    recording = shared_data / "events" / "tonic_sample.aedat4"
+    assert main(["infer", str(recording), "--checkpoint", str(ckpt), "--headless", "--jsonl", str(out), "--quiet"]) == 0
+    windows = list(slice_windows(read_events(recording).events, WindowSpec("duration", 50_000, drop_last=True)))
+    np.testing.assert_allclose([r["t"] for r in _lines(out)], [w.t_end_us * 1e-6 for w in windows], atol=1e-6)

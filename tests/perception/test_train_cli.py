@@ -44,9 +44,10 @@ def test_train_writes_a_checkpoint_and_resumes(in_tmp, capsys):
 
     loaded = load_checkpoint(best[0])  # weights_only=True inside
     assert loaded.model.head_name == "cfc" and len(loaded.classes) == 8
-    assert loaded.preprocessing["modality"] == "events"
-    assert loaded.preprocessing["representation"]["name"] == "voxel_grid"
+    assert loaded.preprocessing.modality == "events" and loaded.preprocessing.window.mode == "frames"
+    assert loaded.preprocessing.representation["name"] == "voxel_grid"
     assert 0 < float(loaded.model.time_scale) < 1  # the data's median dt, seconds
+    assert loaded.preprocessing.time_scale == float(loaded.model.time_scale)
 
     # Resume the last checkpoint for one more epoch: the step count continues, the first run's
     # files stay as they were, the resumed run writes into the next version folder.
