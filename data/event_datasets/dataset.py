@@ -23,6 +23,7 @@ from data.event_datasets.registry import get_event_dataset
 from data.events import Events, SensorSize, as_events, check_events
 from data.geometry import as_size, frame_size, rescale_events
 from data.representations import Representation, as_representation
+from data.timing import us_to_s
 from data.windows import WindowSpec, slice_windows
 
 SPLITS = ("train", "test", "all")
@@ -178,7 +179,7 @@ class EventClipDataset(Dataset):
             spec = self.window
             raise DataError(f"{path}: shorter than one {spec.mode} window of {spec.size} (drop_last=True)")
         x = np.stack(frames).astype(np.float32, copy=False)
-        t = (np.asarray(ends, np.int64) - origin) / 1e6
+        t = us_to_s(np.asarray(ends, np.int64) - origin)
         return x, t
 
     def window_times(self, index: int) -> np.ndarray:
@@ -187,7 +188,7 @@ class EventClipDataset(Dataset):
         this)."""
         events = self.events(index)
         origin = int(events["t"][0])
-        return (np.asarray([w.t_end_us for w in self._windows(events, origin)], np.int64) - origin) / 1e6
+        return us_to_s(np.asarray([w.t_end_us for w in self._windows(events, origin)], np.int64) - origin)
 
     def _windows(self, events: Events, origin: int):
         """The item's windows (at most ``max_steps``), cut from ``origin`` (us)."""
