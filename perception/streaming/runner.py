@@ -81,6 +81,7 @@ class StreamRunner:
         self.preprocess = Preprocessor(checkpoint.preprocessing, source.sensor_size)
         self.source, self.device = source, device
         self.nominal_dt = checkpoint.preprocessing.time_scale
+        self._nominal_us = s_to_us(self.nominal_dt)  # the same period, for event windows' integer bounds
         self.latencies = Reservoir()
         self.observed = 0        # observations processed (frames or windows)
         self.events = 0          # events processed (event sources)
@@ -111,7 +112,7 @@ class StreamRunner:
         if obs.span_us is None:
             return step_dt(obs.t, self.last_t, obs.t_start, self.nominal_dt)
         start, end = obs.span_us
-        dt_us = step_dt(end, self._last_us, start, s_to_us(self.nominal_dt))
+        dt_us = step_dt(end, self._last_us, start, self._nominal_us)
         self._last_us = end
         return us_to_s(dt_us)
 
