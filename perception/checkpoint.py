@@ -87,8 +87,8 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     raw = read_checkpoint(path)
     meta = raw[KEY]
     preprocessing = read_preprocessing(raw, path)  # first: nothing is built from a malformed one
-    if not isinstance(meta["model"], dict) or meta["model"].get("in_channels") != preprocessing.channels:
-        channels = meta["model"].get("in_channels") if isinstance(meta["model"], dict) else None
+    channels = meta["model"].get("in_channels") if isinstance(meta["model"], dict) else None
+    if channels != preprocessing.channels:
         raise PerceptionError(f"{path}: the preprocessing makes {preprocessing.channels}-channel inputs, "
                               f"the model takes {channels!r}")
     try:
