@@ -123,11 +123,16 @@ def _share_version(loggers: list) -> None:
 
 def train(argv: list[str]) -> int:
     """Run ``perception train ARGV``; returns the exit status."""
+    return _run(build_cli(argv))
+
+
+def build_cli(argv: list[str]) -> PerceptionCLI:
+    """The model, data module and trainer of ``perception train ARGV``, built but not fitted
+    (``perception evaluate`` trains each head through this too)."""
     try:
-        cli = _build_cli(resolve_config_names(list(argv)))
+        return _build_cli(resolve_config_names(list(argv)))
     except ValueError as exc:  # a bad value met while building the classes, wrapped by jsonargparse
         raise user_error_in(exc) from None
-    return _run(cli)
 
 
 def _build_cli(argv: list[str]) -> PerceptionCLI:
