@@ -43,7 +43,8 @@ class ChainDataModule(FolderDataModule):
         root: the datasets folder (events; default $LP_DATA_DIR) or the video folder.
         task: "order", "count" or "interval".
         k: recordings per chain, 2..4.
-        classes: the class names chains are made of (None: all).
+        classes: the class names chains are made of (None: all); numbers are read as names (N-MNIST's
+            digits: ``[3, 7]``).
         count_class: the class the count task counts (None: the first of ``classes``).
         gap_range: (min, max) seconds of a gap (interval: its lower and upper thirds, log scale).
         gap_steps: (min, max) observations covering a gap.
@@ -68,8 +69,8 @@ class ChainDataModule(FolderDataModule):
         root: str | None = None,
         task: str = "order",
         k: int = 2,
-        classes: list[str] | None = None,
-        count_class: str | None = None,
+        classes: list[str | int] | None = None,
+        count_class: str | int | None = None,
         gap_range: tuple[float, float] = (0.1, 1.0),
         gap_steps: tuple[int, int] = (1, 3),
         window_range: tuple[float, float] = (0.03, 0.08),
@@ -104,10 +105,11 @@ class ChainDataModule(FolderDataModule):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise PerceptionError(f"data.{name}: expected an integer >= 1, got {value!r}")
         try:
-            self.config = ChainConfig(task, k, None if classes is None else tuple(classes), count_class,
+            self.config = ChainConfig(task, k, None if classes is None else tuple(str(c) for c in classes),
+                                      None if count_class is None else str(count_class),
                                       tuple(gap_range), tuple(gap_steps), tuple(window_range), tuple(stride_range),
                                       item_duration)
-        except DataError as error:
+        except (DataError, TypeError) as error:  # TypeError: a range that is not a pair
             raise PerceptionError(f"data.{str(error).removeprefix('chain ')}") from None
         self.video = dataset == VIDEO_FOLDER
         self.representation = create_representation(
