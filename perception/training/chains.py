@@ -35,6 +35,20 @@ from perception.training.data import FolderDataModule, InMemory
 VIDEO_FOLDER = "video_folder"
 
 
+class _Dicts(Dataset):
+    """The chains' items as the dicts ``InMemory`` keeps (x, t, y)."""
+
+    def __init__(self, chains: ChainDataset) -> None:
+        self.chains = chains
+
+    def __len__(self) -> int:
+        return len(self.chains)
+
+    def __getitem__(self, index: int) -> dict:
+        x, t, y = self.chains[index]
+        return {"x": x, "t": t, "y": y}
+
+
 class ChainDataModule(FolderDataModule):
     """Chains of recordings of a dataset (``data.chain``; module docstring).
 
@@ -153,13 +167,13 @@ class ChainDataModule(FolderDataModule):
     def make_split(self, split: str) -> Dataset:
         base, pool = self._pool(split)
         chains = ChainDataset(base, pool, self.sizes[split], split, self.config, self.seed)
-        return InMemory(chains) if self.hparams.in_memory else chains
+        return InMemory(_Dicts(chains)) if self.hparams.in_memory else chains
 
     def make_probe(self) -> Dataset:
         return self._base("train")
 
     def clip_times(self, dataset: Dataset):
-        base = dataset.dataset if isinstance(dataset, InMemory) else dataset
+        base = dataset.dataset.chains if isinstance(dataset, InMemory) else dataset
         if not isinstance(base, ChainDataset):  # a split put in place by hand
             return super().clip_times(dataset)
         return [base.times(i) for i in range(len(base))]

@@ -110,6 +110,11 @@ def test_fits_a_batch_on_dvsgesture_chains(tmp_path):
     trainer.fit(module, datamodule=dm)
     batch = next(iter(dm.train_dataloader()))
     assert batch["x"].shape[2:] == (5, 32, 32) and (batch["dt"][batch["mask"]] > 0).all()
+    kept = ChainDataModule(**{**dm.hparams, "in_memory": True})
+    x, t, y = dm.split("val")[1]
+    item = kept.split("val")[1]
+    assert kept.time_scale == dm.time_scale and torch.equal(item["t"], t) and item["y"] == y
+    assert torch.allclose(item["x"], x, rtol=1e-3, atol=1e-3)  # float16 inside
 
 
 def test_video_folder_chains(tmp_path):
