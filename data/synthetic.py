@@ -304,7 +304,7 @@ def _flash(rng, spec, cfg, fps, reach):
     visible = _log_uniform(rng, s0, s1)                           # periods: same law in both classes
     duration = _log_uniform(rng, *_band(s1 / high, s0 / low, upper=spec.band == "long"))  # s / D in fps_range
     fps = visible / duration
-    start = rng.uniform(1.0, cfg.steps - 2.0 - visible) / fps
+    start = rng.uniform(*sorted((1.0, max(cfg.steps - 2.0 - visible, 0.0)))) / fps  # short clips: as room allows
     mid = [_centre(rng, cfg.size, reach, 0.0), _centre(rng, cfg.size, reach, 0.0)]
     return fps, {"mid": mid, "velocity": [0.0, 0.0], "flashes": [(spec.shape, mid, start, start + duration)]}
 

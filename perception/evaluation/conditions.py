@@ -153,7 +153,9 @@ class ConditionSets:
 
     @property
     def builtin(self) -> bool:
-        return hasattr(self.datamodule, "config") and hasattr(self.datamodule, "pair_kinds")
+        from perception.training.data import SyntheticDataModule
+
+        return isinstance(self.datamodule, SyntheticDataModule)
 
     @property
     def event_dataset(self) -> bool:

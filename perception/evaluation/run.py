@@ -185,14 +185,20 @@ class Trainer:
 def tasks_of(datamodule) -> list[dict]:
     """The tasks to score: name, class indices, needs_time (True, False or "unknown")."""
     classes = list(datamodule.classes)
+    if callable(getattr(datamodule, "tasks", None)):  # the data module says (chains): each over its labels
+        kinds = datamodule.pair_kinds() if callable(getattr(datamodule, "pair_kinds", None)) else {}
+        out = []
+        for info in datamodule.tasks():
+            info = info.to_dict() if hasattr(info, "to_dict") else dict(info)
+            members = [k for k, name in enumerate(classes) if kinds.get(name, info["name"]) == info["name"]]
+            out.append({"task": info["name"], "classes": members, "needs_time": info["needs_time"]})
+        return out
     if hasattr(datamodule, "pair_kinds"):  # the built-in dataset: one task per pair kind
         kinds = datamodule.pair_kinds()
         out = {}
         for k, name in enumerate(classes):
             out.setdefault(kinds[name], []).append(k)
         return [{"task": task, "classes": members, "needs_time": TASKS[task]} for task, members in out.items()]
-    if callable(getattr(datamodule, "tasks", None)):
-        return [dict(t) for t in datamodule.tasks()]
     return [{"task": "classes", "classes": list(range(len(classes))), "needs_time": "unknown"}]
 
 
