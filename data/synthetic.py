@@ -234,6 +234,7 @@ class Clip:
 # Motions: each draws the clip's frame rate and its motion; registered by name.
 
 _MOTIONS = {}
+RADIUS = (0.15, 0.2)  # of the image side: a ring shows its hole and a square its corners even at 32 x 32
 FALL_TRAVEL = (0.14, 0.56)  # the speed pair's travel over a clip, as fractions of the image size
 ROTATE_STEP_RAD = (0.12, 0.25)  # the hand's turn per step: 75 to 160 degrees over 12 steps
 
@@ -354,7 +355,7 @@ def _draw_scene(rng: np.random.Generator, spec: ClassSpec, cfg: SyntheticConfig)
     """Everything about a clip except the modality-specific noise, in a fixed order of draws."""
     import cv2
 
-    radius = rng.uniform(0.1, 0.15) * cfg.size
+    radius = rng.uniform(*RADIUS) * cfg.size
     background = rng.uniform(0.25, 0.75)
     contrast = rng.uniform(0.25, 0.5) * rng.choice([-1.0, 1.0])
     if not 0.05 <= background + contrast <= 0.95:
