@@ -189,3 +189,20 @@ def test_interval_and_findings():
     assert lines[2] == "speed: the linear floor (logistic regression on the mean input) reached 60.0%; not beaten by none, gru."
     assert lines[3] == ("speed, dt shuffled within each clip (accuracy lost, points; * beyond the intervals): "
                         "none +0.0, gru +0.0, cfc +35.0*.")
+
+
+@pytest.mark.slow
+def test_compare_heads_on_nmnist_official_layout(tmp_path):
+    """The shipped nmnist config on a folder in N-MNIST's layout (the stand-in maker writes one)."""
+    from data.nmnist_standin import StandinConfig, make_nmnist_standin
+
+    make_nmnist_standin(tmp_path / "data", StandinConfig(train=30, test=20, frame_rate_hz=500.0))
+    out = tmp_path / "report"
+    assert main(["evaluate", "--quick", "--config", "nmnist", "--data.root", str(tmp_path / "data"),
+                 "--data.init_args.cache_dir", "null", "--heads", "cfc,none", "--lrs", "0.003", "--epochs", "1",
+                 "--threads", "1", "--output", str(out), "--no-plots"]) == 0
+    summary = _rows(out / "summary.csv")
+    assert {(s["head"], s["condition"]) for s in summary if s["task"] == "classes"} >= {
+        ("cfc", c) for c in CONDITIONS if c != "regular"} | {("none", "dt_shuffled"), ("linear", "train_timing")}
+    assert all(s["chance"] == "0.1" for s in summary if s["task"] == "classes")       # 2 test recordings per digit
+    assert "## Task: classes" in (out / "report.md").read_text()
