@@ -15,9 +15,14 @@ Every condition is built from the data module's own test split, so it applies to
   step's input is the sum of its windows' inputs (exact for count-like representations).
 - ``noise``: events get extra background events (``NOISE["events"]`` per pixel per second: the
   built-in dataset and registered event datasets), frames Gaussian pixel noise.
-- ``dt_shuffled`` (the control): the ``train_timing`` clips with their dt permuted within each clip;
+- ``dt_shuffled`` (a control): the ``train_timing`` clips with their dt permuted within each clip;
   the inputs are unchanged. A head that uses the real time must lose accuracy on the tasks that
-  need it; a head that ignores dt cannot change.
+  need the order of the time steps; a head that ignores dt cannot change. A permutation keeps a
+  clip's rate (the sum and the mean of its dt), and a task decided by the rate (a duration or a
+  speed over a clip sampled at its own rate) survives it; hence the second control:
+- ``dt_swapped``: the same clips with the dt sequence of another test clip (a fixed pairing), so the
+  timing no longer belongs to the inputs. A head that uses dt loses the tasks that need the real
+  time; one that ignores it, again, cannot change.
 
 Every random draw comes from ``default_rng((seed, condition code, clip index))``: each head sees
 exactly the same clips under each condition.
@@ -36,7 +41,7 @@ from data.geometry import frame_size
 from data.synthetic import SyntheticMotionDataset
 from data.timing import first_dt
 
-CONDITIONS = ("train_timing", "regular", "rate_x0.25", "rate_x4", "drop_0.3", "noise", "dt_shuffled")
+CONDITIONS = ("train_timing", "regular", "rate_x0.25", "rate_x4", "drop_0.3", "noise", "dt_shuffled", "dt_swapped")
 RATES = {"rate_x0.25": 0.25, "rate_x4": 4.0}
 DROP = 0.3
 NOISE = {"events": 0.3, "frames": 0.1}  # extra events per pixel per second / pixel standard deviation
@@ -53,7 +58,8 @@ def describe(name: str, modality: str) -> str:
         "rate_x4": "sampled at 4x the training rate (windows 4x shorter)",
         "drop_0.3": f"{DROP:.0%} of the observations dropped, their time added to the next dt",
         "noise": f"added noise: {NOISE[modality]:g} {NOISE_UNIT[modality]}",
-        "dt_shuffled": "control: dt permuted within each clip, inputs unchanged",
+        "dt_shuffled": "control: dt permuted within each clip, inputs unchanged (each clip keeps its rate)",
+        "dt_swapped": "control: each clip gets another test clip's dt sequence, inputs unchanged",
     }[name]
 
 
@@ -82,11 +88,23 @@ def merge_steps(item: dict, keep: np.ndarray, modality: str) -> dict:
     return {**item, "x": x, "t": torch.from_numpy(t[kept])}
 
 
+def clip_dts(t, default_period: float) -> np.ndarray:
+    """(T,) the dt of each step of a clip with times ``t`` (the first by ``data.timing.first_dt``)."""
+    t = np.asarray(t, dtype=np.float64)
+    return np.diff(t, prepend=t[0] - first_dt(float(t[0]), 0.0, default_period))
+
+
 def shuffle_dt(item: dict, rng: np.random.Generator, default_period: float) -> dict:
-    """The clip with its dt (the first one by ``data.timing.first_dt``) permuted; t is rebuilt from them."""
-    t = np.asarray(item["t"], dtype=np.float64)
-    dt = np.diff(t, prepend=t[0] - first_dt(float(t[0]), 0.0, default_period))
-    return {**item, "t": torch.from_numpy(np.cumsum(rng.permutation(dt)))}
+    """The clip with its dt permuted; t is rebuilt from them."""
+    return {**item, "t": torch.from_numpy(np.cumsum(rng.permutation(clip_dts(item["t"], default_period))))}
+
+
+def swap_dt(item: dict, other_t, default_period: float) -> dict:
+    """The clip with the dt sequence of another clip (times ``other_t``): cut to this clip's length, or
+    continued with the other clip's median dt when it is shorter."""
+    mine, theirs = len(item["t"]), clip_dts(other_t, default_period)
+    dt = np.concatenate([theirs, np.full(max(0, mine - len(theirs)), np.median(theirs))])[:mine]
+    return {**item, "t": torch.from_numpy(np.cumsum(dt))}
 
 
 class ConditionClips(Dataset):
@@ -105,6 +123,9 @@ class ConditionClips(Dataset):
         steps = len(item["t"])
         if self.name == "dt_shuffled":
             return shuffle_dt(item, rng, self.default_period)
+        if self.name == "dt_swapped":  # a fixed derangement: clip i takes the dt of clip (i + n // 2) mod n
+            other = _item(self.base[(index + max(1, len(self.base) // 2)) % len(self.base)])
+            return swap_dt(item, other["t"], self.default_period)
         if self.name == "drop_0.3":
             keep = rng.random(steps) >= DROP
             keep[0] = True
@@ -183,7 +204,7 @@ class ConditionSets:
         dm, test = self.datamodule, self.datamodule.split("test")
         if name == "train_timing":
             return test
-        if name == "dt_shuffled":
+        if name in ("dt_shuffled", "dt_swapped"):
             return ConditionClips(test, name, self.modality, self.seed, dm.time_scale)
         if self.builtin:
             config = dm.config

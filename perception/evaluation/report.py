@@ -144,17 +144,19 @@ def findings(summary: list[dict], tasks: list[dict], conditions: list[str]) -> l
             lines.append(f"{name}: the linear floor (logistic regression on the mean input) reached "
                          f"{100 * floor['acc_mean']:.1f}%; "
                          + (f"not beaten by {', '.join(below)}." if below else "every head beats it."))
-        if "dt_shuffled" in conditions and task["needs_time"] is True:
+        for control, label in (("dt_shuffled", "dt shuffled within each clip"),
+                               ("dt_swapped", "dt taken from another clip")):
+            if control not in conditions or task["needs_time"] is not True:
+                continue
             drops = []
             for h in heads:
-                base, shuffled = at.get((name, "train_timing", h)), at.get((name, "dt_shuffled", h))
-                if base is None or shuffled is None:
+                base, changed = at.get((name, "train_timing", h)), at.get((name, control, h))
+                if base is None or changed is None:
                     continue
-                change = base["acc_mean"] - shuffled["acc_mean"]
-                drops.append(f"{h} {100 * change:+.1f}" + ("*" if _separated(base, shuffled) else ""))
+                drops.append(f"{h} {100 * (base['acc_mean'] - changed['acc_mean']):+.1f}"
+                             + ("*" if _separated(base, changed) else ""))
             if drops:
-                lines.append(f"{name}, dt shuffled within each clip (accuracy lost, points; * beyond the "
-                             f"intervals): {', '.join(drops)}.")
+                lines.append(f"{name}, {label} (accuracy lost, points; * beyond the intervals): {', '.join(drops)}.")
     return lines
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from perception.cli import main
-from perception.evaluation.conditions import CONDITIONS, ConditionSets, merge_steps, shuffle_dt
+from perception.evaluation.conditions import CONDITIONS, ConditionSets, merge_steps, shuffle_dt, swap_dt
 from perception.evaluation.measure import chance, ops_per_step, task_accuracy
 from perception.evaluation.report import SUMMARY_COLUMNS, findings, interval
 
@@ -125,6 +125,10 @@ def test_conditions_on_generic_clips():
     new_dt = np.diff(shuffled["t"].numpy(), prepend=0.0)
     assert sorted(new_dt) == pytest.approx(sorted(dt)) and not np.allclose(new_dt, dt)
     assert torch.equal(shuffled["x"], uneven["x"])
+    # swapped: another clip's dt sequence, cut or continued with its median dt
+    swapped = swap_dt(uneven, np.array([0.2, 0.4, 0.5]), default_period=0.1)
+    assert np.diff(swapped["t"].numpy(), prepend=0.0) == pytest.approx([0.2, 0.2, 0.1, 0.2, 0.2, 0.2, 0.2, 0.2])
+    assert torch.equal(swapped["x"], uneven["x"])
 
 
 def test_builtin_conditions_change_only_what_they_name():
@@ -140,6 +144,8 @@ def test_builtin_conditions_change_only_what_they_name():
     assert regular == pytest.approx(np.full(11, regular[0]), abs=2e-6)              # a constant rate (to 1 us)
     shuffled = sets.dataset("dt_shuffled")[1]
     assert torch.equal(shuffled["x"], base[1]["x"]) and not torch.equal(shuffled["t"], base[1]["t"])
+    swapped = sets.dataset("dt_swapped")[1]                     # clip 1 takes clip 5's timing (n = 8)
+    assert torch.equal(swapped["x"], base[1]["x"]) and torch.allclose(swapped["t"], base[5]["t"])
     assert sets.dataset("drop_0.3")[1]["x"].shape[0] < 12
 
 
