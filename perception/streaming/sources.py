@@ -287,7 +287,8 @@ def open_source(spec: str, preprocessing: Preprocessing) -> Source:
             size = preprocessing.frame_size
             # Simulating costs more than cutting and the model: it is the part that runs ahead.
             return _read_ahead(spec, "events", _simulated(iter_video(path), size),
-                               lambda readouts: event_windows(readouts, spec_window, frame_clock=True, name=spec), size)
+                               lambda readouts: event_windows(readouts, spec_window, frame_clock=True, name=spec),
+                               size)
         _expect(modality, "frames", spec)
         # The decoder scales and converts in one pass, as the video-folder dataset reads its clips.
         frames = iter_video(path, size=preprocessing.frame_size, grey=preprocessing.channels == 1)
