@@ -55,7 +55,7 @@ class StopSignals:
     def __init__(self, on_request=None) -> None:
         self.signum: int | None = None
         self.deferring = False
-        self._on_request = on_request  # called with the signal number at the first signal (a trainer's flag)
+        self.on_request = on_request  # called with the signal number at the first signal (a trainer's flag)
         self._previous: dict[int, object] = {}
 
     @property
@@ -67,8 +67,8 @@ class StopSignals:
         if first:
             self.signum = signum
         if first and self.deferring:
-            if self._on_request is not None:
-                self._on_request(signum)
+            if self.on_request is not None:
+                self.on_request(signum)
             return
         raise Interrupted(self.signum if first else signum)
 
