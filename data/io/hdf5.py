@@ -97,8 +97,8 @@ def _check_stored(path: Path, name: str, dataset) -> None:
     written as its fill value, so a 3 KB file can declare 2e9 events that would stream forever.
     Contiguous: its bytes must lie inside the file. Chunked (compressed): every chunk must exist."""
     count = dataset.shape[0]
-    if count == 0:
-        return
+    if count == 0 or dataset.id.get_create_plist().get_layout() == _h5py().h5d.COMPACT:
+        return  # compact: the values are in the header itself
     if dataset.chunks is None:
         offset = dataset.id.get_offset()
         if offset is None or dataset.id.get_storage_size() < dataset.nbytes \
@@ -106,8 +106,6 @@ def _check_stored(path: Path, name: str, dataset) -> None:
             raise DataError(f"{path}: {name} declares {count:,} values ({dataset.nbytes:,} bytes) but the "
                             f"{path.stat().st_size:,}-byte file does not hold them")
         return
-    if dataset.id.get_layout() != _h5py().h5d.CHUNKED:
-        return  # compact: the values are in the header itself
     expected = -(-count // dataset.chunks[0])
     stored = dataset.id.get_num_chunks()
     if stored < expected:
