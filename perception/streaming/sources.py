@@ -196,7 +196,7 @@ def event_windows(chunks, spec: WindowSpec, *, frame_clock: bool = False, name: 
             (events, frame time in microseconds) pairs: the events a camera read out at that frame.
         spec: the checkpoint's windows.
         frame_clock: the chunks come with frames (the simulator's), which end a frames spec's windows.
-        name: the source, named in the cutter's errors (a window past ``data.MAX_WINDOW_EVENTS``).
+        name: the source, named in the cutter's errors (a window past ``data.windows.MAX_WINDOW_EVENTS``).
     """
     try:
         yield from _cut(chunks, spec, frame_clock)

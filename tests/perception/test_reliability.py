@@ -225,6 +225,15 @@ def test_a_list_as_state_dict_is_one_line_in_export_and_resume(tmp_path, capsys,
     assert "state_dict: expected a dict of tensors" in _one_error_line(capsys.readouterr().err)
 
 
+def test_export_never_writes_over_its_checkpoint(tmp_path, capsys, tiny_checkpoint):
+    checkpoint = tiny_checkpoint(tmp_path).rename(tmp_path / "model.pt")  # torchscript's own suffix
+    before = checkpoint.read_bytes()
+    assert run_cli(["export", str(checkpoint), "--format", "torchscript", "--no-check"]) == 2
+    assert "is the checkpoint" in capsys.readouterr().err and checkpoint.read_bytes() == before
+    assert run_cli(["export", str(checkpoint), "--output", str(tmp_path), "--no-check"]) == 2
+    assert "is a folder" in capsys.readouterr().err
+
+
 def test_resume_from_a_model_only_checkpoint_says_what_it_needs(tmp_path, capsys, tiny_checkpoint, in_tmp):
     checkpoint = tiny_checkpoint(tmp_path)  # written by save_checkpoint: no optimizer, no loops
     assert run_cli(["train", "--resume", str(checkpoint), "--trainer.max_epochs", "1"]) == 2
