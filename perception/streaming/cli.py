@@ -4,8 +4,10 @@ Outputs are checked before anything is loaded: a folder, an empty name, the reco
 checkpoint itself, or one file named twice is refused in one line. They are written to temporary
 files and renamed when the stream ends: on its end, ``--max-steps``, a closed window, SIGINT or
 SIGTERM (``perception._signals``: the step under way finishes, the outputs are closed and kept, the
-summary is printed, exit status 130 / 143). A run that fails (a bad recording, a full disk) leaves
-the previous files untouched and no temporary file.
+summary is printed, exit status 130 / 143). A run over a recording that fails (a corrupt file, a
+full disk) leaves the previous files untouched and no temporary file; a live source that fails
+keeps the steps before the fault (they cannot be recorded again), except in a file whose own write
+failed.
 """
 from __future__ import annotations
 
@@ -130,6 +132,9 @@ def _run(args: argparse.Namespace, stop) -> int:
             stop.signum = stop.signum or getattr(exc, "signum", signal.SIGINT)
         wall = time.perf_counter() - start
         kept = True
+    except Exception:
+        kept = source.live  # a live stream's steps cannot be recorded again: keep them (healthy sinks only)
+        raise
     finally:
         stop.deferring = False
         source.close()

@@ -1,10 +1,11 @@
 """Where streaming results go: JSON lines, an annotated video, a live window.
 
 Files are written to a temporary name beside the target and renamed onto it by ``close(keep=True)``
-when the stream ends (also on SIGINT / SIGTERM or a camera that disconnects); ``close(keep=False)``,
-for a run that failed, removes the temporary file and leaves the previous one untouched. So a crash
-never leaves half a file under the final name. A write that fails (a full disk) is one
-PerceptionError line naming the file; ``close`` may be called again, and then does nothing.
+when the stream ends (also on SIGINT / SIGTERM, or a live camera that fails: its steps cannot be
+recorded again); ``close(keep=False)``, for a recording whose run failed, removes the temporary file
+and leaves the previous one untouched. So a crash never leaves half a file under the final name. A
+write that fails (a full disk) is one PerceptionError line naming the file, and that file is never
+kept; ``close`` may be called again, and then does nothing.
 """
 from __future__ import annotations
 
@@ -41,12 +42,19 @@ class _PendingFile:
         self.path = Path(path)
         self.pending = atomic_file(self.path)
         self.closed = False
+        self.broken = False  # a write failed: the file is incomplete and is never kept
+
+    def failed(self, error: OSError) -> PerceptionError:
+        """Mark the file broken; the one-line error to raise."""
+        self.broken = True
+        return _write_failed(self.path, error)
 
     def finish(self, keep: bool, close_writer) -> None:
         """Close the writer (``close_writer(keep)``), then keep or discard the file; OSError -> one line."""
         if self.closed:
             return
         self.closed = True
+        keep = keep and not self.broken
         try:
             close_writer(keep)
         except OSError as exc:
@@ -78,7 +86,7 @@ class JsonlSink:
         try:
             self.file.write(json.dumps(result.record(), allow_nan=False) + "\n")
         except OSError as exc:
-            raise _write_failed(self.path, exc) from None
+            raise self.out.failed(exc) from None
 
     def close(self, keep: bool = True) -> None:
         self.out.finish(keep, lambda keep: self.file.close())
@@ -132,7 +140,6 @@ class VideoSink:
         self.out = _PendingFile(self.path)  # renamed onto the path when the stream closes
         self.pending = self.out.pending
         self.container = None
-        self.failed = False  # a write failed: the muxer is in an error state
         self.last_pts = -1
 
     def write(self, result: StepResult) -> None:
@@ -153,8 +160,7 @@ class VideoSink:
         try:
             self.container.mux(self.stream.encode(frame))
         except OSError as exc:
-            self.failed = True  # close() then only releases the container
-            raise _write_failed(self.path, exc) from None
+            raise self.out.failed(exc) from None  # close() then only releases the container
 
     def close(self, keep: bool = True) -> None:
         self.out.finish(keep and self.container is not None, self._close_container)
@@ -163,7 +169,7 @@ class VideoSink:
         container, self.container = self.container, None
         if container is None:
             return
-        if keep and not self.failed:
+        if keep:  # not after a failed write: the muxer is then in an error state
             container.mux(self.stream.encode())  # flush the encoder
         container.close()  # writes the MP4 index; on a failed one, only releases it
 
