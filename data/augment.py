@@ -4,11 +4,16 @@ Every function takes N canonical events (sorted by time, inside the sensor; toni
 converted) and returns a new canonical array, sorted by time and inside the sensor; the input is
 never modified. Random ones take ``rng: numpy.random.Generator``: the same generator state gives
 the same output. The frozen dataclasses wrap them with a common call,
-``aug(events, sensor_size, rng) -> events``, so ``Compose`` can chain them.
+``aug(events, sensor_size, rng) -> events``, so ``Compose`` can chain them, and each is registered
+by name so that a config can ask for a chain as plain values:
+``create_augmentation({"translate": {"max_shift": 2}, "drop_events": {"fraction": 0.1}})``
+(applied in the order given; ``list_augmentations()`` names them).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -177,6 +182,39 @@ def temporal_jitter(events: Events, rng: np.random.Generator, sigma_us: float) -
     return out
 
 
+def translate(events: Events, sensor_size: tuple[int, int], dx: int, dy: int) -> Events:
+    """Shift every event by (dx, dy) whole pixels; events that leave the sensor are dropped."""
+    func = "translate"
+    events, width, height = _prepare(func, events, sensor_size)
+    for name, value in (("dx", dx), ("dy", dy)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise DataError(f"{func}: {name} must be an integer number of pixels; got {value!r}")
+    x = events["x"].astype(np.int64) + int(dx)
+    y = events["y"].astype(np.int64) + int(dy)
+    keep = (x >= 0) & (x < width) & (y >= 0) & (y < height)
+    out = events[keep]  # a copy (boolean indexing)
+    out["x"], out["y"] = x[keep], y[keep]
+    return out
+
+
+def time_stretch(events: Events, factor: float) -> Events:
+    """Scale the time elapsed since the first event by ``factor`` (> 0): t -> t0 + round((t - t0) * factor).
+
+    The order of the events is kept (the map is non-decreasing); a factor above 1 slows the
+    recording down, below 1 speeds it up.
+    """
+    func = "time_stretch"
+    events = _events_only(func, events)
+    number = isinstance(factor, (int, float, np.integer, np.floating)) and not isinstance(factor, bool)
+    if not number or not 0 < factor < np.inf:
+        raise DataError(f"{func}: factor must be a positive number; got {factor!r}")
+    out = events.copy()
+    if events.size:
+        t0 = int(events["t"][0])
+        out["t"] = t0 + np.rint((events["t"] - t0) * float(factor)).astype(np.int64)
+    return out
+
+
 def add_background_noise(
     events: Events,
     sensor_size: tuple[int, int],
@@ -259,9 +297,24 @@ def _copy(events, sensor_size) -> Events:
 
 
 # --------------------------------------------------------------------------------------------
-# Configured wrappers: aug(events, sensor_size, rng) -> events.
+# Configured wrappers: aug(events, sensor_size, rng) -> events, registered by name for configs.
+
+_REGISTRY: dict[str, type] = {}
 
 
+def register_augmentation(name: str) -> Callable[[type], type]:
+    """Class decorator: make a wrapper (a frozen dataclass) available to configs as ``name``."""
+
+    def decorate(cls: type) -> type:
+        if name in _REGISTRY:
+            raise ValueError(f"augmentation {name!r} is already registered ({_REGISTRY[name].__name__})")
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorate
+
+
+@register_augmentation("flip_x")
 @dataclass(frozen=True)
 class FlipX:
     """Mirror the whole window left-right with probability ``p``."""
@@ -275,6 +328,7 @@ class FlipX:
         return flip_x(events, sensor_size) if _check_rng("FlipX", rng).random() < self.p else _copy(events, sensor_size)
 
 
+@register_augmentation("flip_y")
 @dataclass(frozen=True)
 class FlipY:
     """Mirror the whole window top-bottom with probability ``p``."""
@@ -288,6 +342,7 @@ class FlipY:
         return flip_y(events, sensor_size) if _check_rng("FlipY", rng).random() < self.p else _copy(events, sensor_size)
 
 
+@register_augmentation("flip_polarity")
 @dataclass(frozen=True)
 class FlipPolarity:
     """``flip_polarity``: each event's polarity flips with probability ``p``."""
@@ -301,6 +356,7 @@ class FlipPolarity:
         return flip_polarity(_checked(events, sensor_size), rng, self.p)
 
 
+@register_augmentation("drop_events")
 @dataclass(frozen=True)
 class DropEvents:
     """``drop_events``: each event dropped with probability ``fraction``."""
@@ -314,6 +370,7 @@ class DropEvents:
         return drop_events(_checked(events, sensor_size), rng, self.fraction)
 
 
+@register_augmentation("drop_time_span")
 @dataclass(frozen=True)
 class DropTimeSpan:
     """``drop_time_span``: drop one random interval, ``fraction`` of the time span long."""
@@ -327,6 +384,7 @@ class DropTimeSpan:
         return drop_time_span(_checked(events, sensor_size), rng, self.fraction)
 
 
+@register_augmentation("drop_area")
 @dataclass(frozen=True)
 class DropArea:
     """``drop_area``: drop one random box, ``fraction`` of the sensor's width and height."""
@@ -340,6 +398,7 @@ class DropArea:
         return drop_area(events, sensor_size, rng, self.fraction)
 
 
+@register_augmentation("spatial_jitter")
 @dataclass(frozen=True)
 class SpatialJitter:
     """``spatial_jitter`` with std ``sigma`` pixels."""
@@ -353,6 +412,7 @@ class SpatialJitter:
         return spatial_jitter(events, sensor_size, rng, self.sigma)
 
 
+@register_augmentation("temporal_jitter")
 @dataclass(frozen=True)
 class TemporalJitter:
     """``temporal_jitter`` with std ``sigma_us`` microseconds."""
@@ -366,6 +426,7 @@ class TemporalJitter:
         return temporal_jitter(_checked(events, sensor_size), rng, self.sigma_us)
 
 
+@register_augmentation("background_noise")
 @dataclass(frozen=True)
 class BackgroundNoise:
     """``add_background_noise`` at ``rate_hz`` events per pixel per second."""
@@ -379,6 +440,7 @@ class BackgroundNoise:
         return add_background_noise(events, sensor_size, rng, self.rate_hz)
 
 
+@register_augmentation("hot_pixels")
 @dataclass(frozen=True)
 class HotPixels:
     """``add_hot_pixels``: ``count`` pixels firing at ``rate_hz`` each."""
@@ -412,3 +474,74 @@ class Compose:
         for transform in self.transforms:
             out = transform(out, sensor_size, rng)
         return out
+
+
+@register_augmentation("translate")
+@dataclass(frozen=True)
+class RandomTranslate:
+    """``translate`` by whole pixels drawn uniformly from [-max_shift, max_shift] in x and in y (the
+    event camera's counterpart of padding and cropping an image); events pushed off the sensor are lost."""
+
+    max_shift: int = 2
+
+    def __post_init__(self):
+        if isinstance(self.max_shift, bool) or not isinstance(self.max_shift, (int, np.integer)) or self.max_shift < 0:
+            raise DataError(f"RandomTranslate: max_shift must be a non-negative integer; got {self.max_shift!r}")
+
+    def __call__(self, events, sensor_size, rng):
+        dx, dy = _check_rng("RandomTranslate", rng).integers(-self.max_shift, self.max_shift, size=2, endpoint=True)
+        return translate(events, sensor_size, int(dx), int(dy))
+
+
+@register_augmentation("time_stretch")
+@dataclass(frozen=True)
+class TimeStretch:
+    """``time_stretch`` by a factor drawn log-uniformly from [1 / max_factor, max_factor]."""
+
+    max_factor: float = 1.2
+
+    def __post_init__(self):
+        _check_range("TimeStretch", "max_factor", self.max_factor, 1.0)
+        if not np.isfinite(self.max_factor):
+            raise DataError(f"TimeStretch: max_factor must be finite; got {self.max_factor!r}")
+
+    def __call__(self, events, sensor_size, rng):
+        span = np.log(self.max_factor)
+        factor = float(np.exp(_check_rng("TimeStretch", rng).uniform(-span, span)))
+        return time_stretch(_checked(events, sensor_size), factor)
+
+
+# --------------------------------------------------------------------------------------------
+# Chains from configs.
+
+
+def list_augmentations() -> list[str]:
+    """Registered augmentation names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def create_augmentation(config: Mapping[str, Mapping[str, Any] | None]) -> Compose:
+    """A ``Compose`` of the named augmentations, in the mapping's order, each built with its options.
+
+    Args:
+        config: name -> options (keyword arguments of its wrapper; None or {} for the defaults),
+            e.g. ``{"translate": {"max_shift": 2}, "time_stretch": {"max_factor": 1.2}}``.
+
+    Raises:
+        DataError: an unknown name or option, or a bad value (naming the allowed ones).
+    """
+    if not isinstance(config, Mapping):
+        raise DataError(f"augmentations: expected a mapping of name -> options; got {config!r}")
+    transforms = []
+    for name, options in config.items():
+        if name not in _REGISTRY:
+            raise DataError(f"augmentations: unknown {name!r}; choose from {', '.join(list_augmentations())}")
+        cls = _REGISTRY[name]
+        options = {} if options is None else options
+        allowed = [f.name for f in fields(cls)]
+        if not isinstance(options, Mapping) or set(options) - set(allowed):
+            raise DataError(
+                f"augmentations: {name}: options must be a mapping with keys from {', '.join(allowed)}; got {options!r}"
+            )
+        transforms.append(cls(**options))
+    return Compose(tuple(transforms))

@@ -1,19 +1,24 @@
 """The built-in dataset: short clips of a moving shape, as frames or as simulated events.
 
-Eight classes in four pairs; within a pair the two classes differ in one way only, named by the
-pair's kind, so evaluation can report accuracy per kind:
+Classes come in pairs; within a pair the two classes differ in one way only, named by the pair's
+task, so evaluation can report accuracy per task (``TASKS`` says which tasks need time). The default
+set has one control task and three that need time; in each of those, no single frame or event
+window tells the pair apart (tests and ``perception evaluate``'s CNN-alone column check it):
 
-- ``appearance``: ``square`` (filled) / ``circle`` (an outline: the pair should differ at the coarse
-  resolution a small CNN sees) drift the same way (random direction and speed); a single frame
-  tells them apart.
-- ``order``: ``swipe_left`` / ``swipe_right`` (an upright slab crossing the image, like the edge of
-  a hand) and ``rotate_cw`` / ``rotate_ccw`` (a clock hand, a stick with a ball at its tip,
-  sweeping about its pivot through 75 to 160 degrees around "up", clockwise as seen on screen with
-  y down). Every frame of one class is
-  a plausible frame of its partner: a clip played backwards is a clip of the partner. Only the
-  order of the frames tells them apart. (A bar spinning about its middle from a uniform start angle
-  was tried first: a small CNN with global pooling and a CfC or GRU head only memorised it, at
-  chance on the test split; the sweeping tip is tracked the way a swipe is.)
+- ``appearance`` (the control, needs no time): ``square`` (filled) / ``circle`` (an outline: the
+  pair should differ at the coarse resolution a small CNN sees) drift the same way (random direction
+  and speed); a single frame tells them apart.
+- ``order``: ``square_then_ring`` / ``ring_then_square``: two static shapes, each at its own random
+  place, are shown one after the other with a blank gap between them (each visible 1.5 to 3
+  periods, the gap 1.5 to 3 periods, at a random start). Every frame, and every event window (an
+  onset or an offset of one shape), is a plausible one of the partner: only the order of the
+  observations tells them apart, and an average over steps forgets it.
+- ``duration``: ``flash_short`` / ``flash_long``: a static cross is shown once, for a short or a
+  long time. The number of periods it stays visible, s, is log-uniform on [2, 5] in both classes
+  (so the count of frames or windows that see it is distributed alike); the duration D in seconds is
+  log-uniform on the lower or upper quarter (in log scale) of the range every s / D stays inside
+  ``fps_range``; the clip's frame rate is s / D. Only the real time between observations separates
+  the classes.
 - ``speed``: ``fall_slow`` / ``fall_fast`` (a cross moving down). The displacement per step, in
   pixels, has the same distribution in both classes; the frame rates differ, so only the displacement
   divided by the real time between frames separates them. Construction: d (px/step) is log-uniform
@@ -23,6 +28,16 @@ pair's kind, so evaluation can report accuracy per kind:
   clip's frame rate is v / d, which stays inside ``fps_range``. Equal displacement distributions
   force the frame rates to differ, but they overlap widely (slow 5..24 fps, fast 13..60 fps by
   default): the displacement alone is at chance and the frame rate alone reaches about 80 %.
+- ``direction`` (not in the default set): ``swipe_left`` / ``swipe_right`` (an upright slab crossing
+  the image, like the edge of a hand) and ``rotate_cw`` / ``rotate_ccw`` (a clock hand, a stick with a
+  ball at its tip, sweeping about its pivot through 75 to 160 degrees around "up", clockwise as seen
+  on screen with y down). As frames, a clip played backwards is a clip of the partner, so only the
+  order of frames tells them apart; as events, one window already shows which way an edge moves
+  (the time bins of a voxel grid), so the task does not need time there.
+
+Because a window's duration must not give the time away, the built-in event sensor has no
+background noise (its count per window grows with the window's duration: with it, the CNN alone
+reached 81 % on the speed pair); the ``noise`` test condition adds it.
 
 Every clip draws its own frame rate (log-uniform over ``fps_range``, except the speed pair, above) and
 jitters each observation after the first by up to +-jitter/2 periods, so dt varies within and across
@@ -67,7 +82,9 @@ from data.windows import Window, WindowCutter, WindowSpec
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
 MODALITIES = ("frames", "events")
-PAIR_KINDS = ("appearance", "order", "speed")
+# Task -> whether its label needs time (more than one observation; the real dt for duration and speed).
+TASKS = {"appearance": False, "order": True, "duration": True, "speed": True, "direction": True}
+PAIR_KINDS = tuple(TASKS)
 DEFAULT_SIZES = {"train": 2000, "val": 400, "test": 400}
 
 
@@ -80,22 +97,30 @@ class ClassSpec:
     partner: str
     shape: str
     motion: str
-    direction: int = 1      # swipe: +1 right; rotate: +1 clockwise on screen
-    band: str = ""          # speed pair: "slow" or "fast"
+    direction: int = 1      # swipe: +1 right; rotate: +1 clockwise on screen; flash pair: +1 shape first
+    band: str = ""          # speed and duration pairs: "slow"/"fast", "short"/"long"
+    second: str = ""        # flash pair: the other shape
 
 
 CLASSES: tuple[ClassSpec, ...] = (
     ClassSpec("square", "appearance", "circle", "square", "drift"),
     ClassSpec("circle", "appearance", "square", "ring", "drift"),
-    ClassSpec("swipe_left", "order", "swipe_right", "slab", "swipe", -1),
-    ClassSpec("swipe_right", "order", "swipe_left", "slab", "swipe", 1),
-    ClassSpec("rotate_cw", "order", "rotate_ccw", "hand", "rotate", 1),
-    ClassSpec("rotate_ccw", "order", "rotate_cw", "hand", "rotate", -1),
+    ClassSpec("square_then_ring", "order", "ring_then_square", "square", "flash_pair", 1, second="ring"),
+    ClassSpec("ring_then_square", "order", "square_then_ring", "square", "flash_pair", -1, second="ring"),
+    ClassSpec("flash_short", "duration", "flash_long", "cross", "flash", band="short"),
+    ClassSpec("flash_long", "duration", "flash_short", "cross", "flash", band="long"),
     ClassSpec("fall_slow", "speed", "fall_fast", "cross", "fall", band="slow"),
     ClassSpec("fall_fast", "speed", "fall_slow", "cross", "fall", band="fast"),
+    ClassSpec("swipe_left", "direction", "swipe_right", "slab", "swipe", -1),
+    ClassSpec("swipe_right", "direction", "swipe_left", "slab", "swipe", 1),
+    ClassSpec("rotate_cw", "direction", "rotate_ccw", "hand", "rotate", 1),
+    ClassSpec("rotate_ccw", "direction", "rotate_cw", "hand", "rotate", -1),
 )
 _BY_NAME = {spec.name: spec for spec in CLASSES}
 ALL_CLASSES = tuple(_BY_NAME)
+# The default set: the appearance control and the three tasks that need time on both modalities.
+DEFAULT_CLASSES = ("square", "circle", "square_then_ring", "ring_then_square", "flash_short", "flash_long",
+                   "fall_slow", "fall_fast")
 
 
 def _default_representation() -> dict:
@@ -109,9 +134,12 @@ class SyntheticConfig:
     Attributes:
         size: frame height and width H = W in pixels (>= 16; 32, 48 and 64 all work).
         steps: observations per clip, T.
-        fps_range: (min, max) frame rate per clip; the speed pair needs max / min >= 8.
+        fps_range: (min, max) frame rate per clip; the speed and duration pairs need max / min >= 8.
         jitter: each observation after the first moves by up to +-jitter/2 periods (0 <= jitter < 1).
-        classes: class names, in label order (default: all eight).
+        rate: observe each scene at ``rate`` times its drawn frame rate, over the same time span
+            (ceil((steps - 1) * rate) + 1 observations): the scene is the one drawn at rate 1, so
+            ``rate`` 4 or 0.25 shows a model the same clips sampled outside its training rates.
+        classes: class names, in label order (default ``DEFAULT_CLASSES``).
         frame_noise: the largest per-clip standard deviation of the frames' Gaussian pixel noise.
         texture: the largest amplitude of the static background texture (intensity, 1 = white).
         substeps: frames rendered per observation interval for the event simulator.
@@ -123,12 +151,14 @@ class SyntheticConfig:
     steps: int = 12
     fps_range: tuple[float, float] = (5.0, 60.0)
     jitter: float = 0.3
-    classes: tuple[str, ...] = ALL_CLASSES
+    rate: float = 1.0
+    classes: tuple[str, ...] = DEFAULT_CLASSES
     frame_noise: float = 0.02
     texture: float = 0.12
     substeps: int = 4
     representation: dict = field(default_factory=_default_representation)
-    simulator: SimulatorConfig = SimulatorConfig(noise_rate_hz=0.1)
+    # no background noise: its count per window would tell the window's duration (module docstring)
+    simulator: SimulatorConfig = SimulatorConfig(noise_rate_hz=0.0)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classes", tuple(self.classes))
@@ -143,8 +173,11 @@ class SyntheticConfig:
         low, high = self.fps_range
         if not 0 < low <= high:
             raise DataError(f"SyntheticConfig.fps_range: need 0 < min <= max, got {self.fps_range}")
-        if any(_BY_NAME[c].motion == "fall" for c in self.classes) and high / low < 8:
-            raise DataError(f"SyntheticConfig.fps_range: the speed pair needs max / min >= 8, got {self.fps_range}")
+        if any(_BY_NAME[c].motion in ("fall", "flash") for c in self.classes) and high / low < 8:
+            raise DataError(f"SyntheticConfig.fps_range: the speed and duration pairs need max / min >= 8, "
+                            f"got {self.fps_range}")
+        if not (isinstance(self.rate, (int, float)) and 0.01 <= self.rate <= 100):
+            raise DataError(f"SyntheticConfig.rate: need 0.01 <= rate <= 100, got {self.rate!r}")
         if not 0 <= self.jitter < 1:
             raise DataError(f"SyntheticConfig.jitter: need 0 <= jitter < 1, got {self.jitter}")
         if not (self.frame_noise >= 0 and 0 <= self.texture <= 0.5):
@@ -169,7 +202,7 @@ def class_names(config: SyntheticConfig = SyntheticConfig()) -> tuple[str, ...]:
 
 
 def pair_kinds(config: SyntheticConfig = SyntheticConfig()) -> dict[str, str]:
-    """Class name -> kind of its pair: "appearance", "order" or "speed"."""
+    """Class name -> the task of its pair (a key of ``TASKS``)."""
     return {name: _BY_NAME[name].pair_kind for name in config.classes}
 
 
@@ -201,6 +234,7 @@ class Clip:
 # Motions: each draws the clip's frame rate and its motion; registered by name.
 
 _MOTIONS = {}
+RADIUS = (0.15, 0.2)  # of the image side: a ring shows its hole and a square its corners even at 32 x 32
 FALL_TRAVEL = (0.14, 0.56)  # the speed pair's travel over a clip, as fractions of the image size
 ROTATE_STEP_RAD = (0.12, 0.25)  # the hand's turn per step: 75 to 160 degrees over 12 steps
 
@@ -250,15 +284,52 @@ def _rotate(rng, spec, cfg, fps, reach):
                  "spin": spec.direction * per_step * fps}
 
 
+def _band(low: float, high: float, upper: bool) -> tuple[float, float]:
+    """The lower or upper quarter, in log scale, of [low, high]: the two classes of a pair that
+    differ only in real time draw from these."""
+    ratio = high / low
+    return (low * ratio**0.75, high) if upper else (low, low * ratio**0.25)
+
+
+FLASH_STEPS = (2.0, 5.0)  # the duration pair: periods the cross stays visible, in both classes
+# The order pair, as fractions of the clip's span (steps - 1 periods): each shape's showing, the gap.
+# The gap is longer than any window (1 + jitter periods at most) so no window holds both an offset and
+# the next onset.
+PAIR_SHOWN, PAIR_GAP = (0.12, 0.24), (0.19, 0.27)
+
+
+@_motion("flash")
+def _flash(rng, spec, cfg, fps, reach):
+    low, high = cfg.fps_range
+    s0, s1 = FLASH_STEPS
+    visible = _log_uniform(rng, s0, s1)                           # periods: same law in both classes
+    duration = _log_uniform(rng, *_band(s1 / high, s0 / low, upper=spec.band == "long"))  # s / D in fps_range
+    fps = visible / duration
+    start = rng.uniform(*sorted((1.0, max(cfg.steps - 2.0 - visible, 0.0)))) / fps  # short clips: as room allows
+    mid = [_centre(rng, cfg.size, reach, 0.0), _centre(rng, cfg.size, reach, 0.0)]
+    return fps, {"mid": mid, "velocity": [0.0, 0.0], "flashes": [(spec.shape, mid, start, start + duration)]}
+
+
+@_motion("flash_pair")
+def _flash_pair(rng, spec, cfg, fps, reach):
+    span = cfg.steps - 1.0
+    shown = rng.uniform(*PAIR_SHOWN, 2) * span                    # periods
+    gap = rng.uniform(*PAIR_GAP) * span
+    start = rng.uniform(0.04 * span, 0.96 * span - shown.sum() - gap)
+    places = [[_centre(rng, cfg.size, reach, 0.0), _centre(rng, cfg.size, reach, 0.0)] for _ in range(2)]
+    shapes = (spec.shape, spec.second)[::spec.direction]           # the partner shows them the other way round
+    on = np.array([start, start + shown[0] + gap]) / fps
+    flashes = [(shape, place, t_on, t_on + length / fps) for shape, place, t_on, length in zip(shapes, places, on, shown)]
+    return fps, {"mid": places[0], "velocity": [0.0, 0.0], "flashes": flashes}
+
+
 @_motion("fall")
 def _fall(rng, spec, cfg, fps, reach):
     low, high = cfg.fps_range
     d0, d1 = (f * cfg.size / (cfg.steps - 1) for f in FALL_TRAVEL)  # px/step: d log-uniform on [d0, d1]
     v_min, v_max = d1 * low, d0 * high                           # every v / d stays inside fps_range
-    ratio = v_max / v_min
-    band = (v_min, v_min * ratio**0.25) if spec.band == "slow" else (v_min * ratio**0.75, v_max)
     step = _log_uniform(rng, d0, d1)
-    speed = _log_uniform(rng, *band)
+    speed = _log_uniform(rng, *_band(v_min, v_max, upper=spec.band == "fast"))
     fps = speed / step
     mid = [_centre(rng, cfg.size, reach, 0.0), _centre(rng, cfg.size, reach, step * (cfg.steps - 1))]
     return fps, {"mid": mid, "velocity": [0.0, speed]}
@@ -284,7 +355,7 @@ def _draw_scene(rng: np.random.Generator, spec: ClassSpec, cfg: SyntheticConfig)
     """Everything about a clip except the modality-specific noise, in a fixed order of draws."""
     import cv2
 
-    radius = rng.uniform(0.1, 0.15) * cfg.size
+    radius = rng.uniform(*RADIUS) * cfg.size
     background = rng.uniform(0.25, 0.75)
     contrast = rng.uniform(0.25, 0.5) * rng.choice([-1.0, 1.0])
     if not 0.05 <= background + contrast <= 0.95:
@@ -296,18 +367,49 @@ def _draw_scene(rng: np.random.Generator, spec: ClassSpec, cfg: SyntheticConfig)
     fps = _log_uniform(rng, *cfg.fps_range)
     fps, motion = _MOTIONS[spec.motion](rng, spec, cfg, fps, _REACH[spec.shape] * radius)
     period = 1.0 / fps
-    offsets = rng.uniform(-0.5, 0.5, cfg.steps) * cfg.jitter
-    offsets[0] = 0.0
-    t = (np.arange(cfg.steps) + offsets) * period
+    t = _observation_times(rng, cfg.steps, period, cfg.jitter)
+    t_mid = t[-1] / 2
+    if cfg.rate != 1.0:  # the same scene (every draw above), observed at another rate over the same span
+        period /= cfg.rate
+        t = _observation_times(rng, int(np.ceil((cfg.steps - 1) * cfg.rate - 1e-9)) + 1, period, cfg.jitter)
     return {
         "radius": radius, "background": background, "contrast": contrast,
         "texture": np.clip(background + texture, 0, 1).astype(np.float32), "orientation": orientation,
-        "t": t, "period": period, "t_mid": t[-1] / 2, **motion,
+        "t": t, "period": period, "t_mid": t_mid, **motion,
     }
 
 
+def _observation_times(rng: np.random.Generator, steps: int, period: float, jitter: float) -> np.ndarray:
+    """(steps,) seconds: every period, each after the first moved by up to +-jitter/2 periods."""
+    offsets = rng.uniform(-0.5, 0.5, steps) * jitter
+    offsets[0] = 0.0
+    return (np.arange(steps) + offsets) * period
+
+
 def _render(scene: dict, spec: ClassSpec, times: np.ndarray, size: int) -> np.ndarray:
-    """Float32 frames (T', H, W) in [0, 1] of the scene at ``times`` (T',) seconds, without noise.
+    """Float32 frames (T', H, W) in [0, 1] of the scene at ``times`` (T',) seconds, without noise:
+    the moving shape, or the static shapes of the ``flashes`` shown at those times."""
+    if "flashes" in scene:
+        cover = np.zeros((len(times), size, size), np.float32)
+        for shape, place, t_on, t_off in scene["flashes"]:
+            shown = np.flatnonzero((times >= t_on) & (times < t_off))
+            if shown.size:
+                where = np.repeat(np.asarray([place], float), shown.size, axis=0)
+                cover[shown] = np.maximum(cover[shown], _place(shape, scene["radius"], where,
+                                                               np.full(shown.size, scene["orientation"]), size))
+    else:
+        dt = times - scene["t_mid"]
+        centres = np.asarray(scene["mid"])[None, :] + np.asarray(scene["velocity"])[None, :] * dt[:, None]  # (T', 2)
+        cover = _place(spec.shape, scene["radius"], centres, scene["orientation"] + scene.get("spin", 0.0) * dt, size)
+    level = np.float32(scene["background"] + scene["contrast"])
+    texture = scene["texture"]
+    cover *= level - texture
+    cover += texture
+    return cover
+
+
+def _place(shape: str, radius: float, centres: np.ndarray, angles: np.ndarray, size: int) -> np.ndarray:
+    """Coverage (T', H, W) float32 in [0, 1] of ``shape`` at ``centres`` (T', 2) px and ``angles`` (T',).
 
     The shape is drawn once, anti-aliased over one pixel, as a sprite at angle 0; each frame places
     it with one affine warp (rotation and sub-pixel translation, bilinear), which costs far less than
@@ -315,27 +417,20 @@ def _render(scene: dict, spec: ClassSpec, times: np.ndarray, size: int) -> np.nd
     """
     import cv2
 
-    radius = np.float32(scene["radius"])
-    half = int(np.ceil(_REACH[spec.shape] * radius)) + 2          # holds the shape at any angle
+    radius = np.float32(radius)
+    half = int(np.ceil(_REACH[shape] * radius)) + 2          # holds the shape at any angle
     local = np.arange(2 * half, dtype=np.float32) + np.float32(0.5 - half)
-    sprite = np.clip(0.5 - _SHAPES[spec.shape](local[None, :], local[:, None], radius), 0, 1).astype(np.float32)
-    dt = times - scene["t_mid"]
-    centres = np.asarray(scene["mid"])[None, :] + np.asarray(scene["velocity"])[None, :] * dt[:, None]  # (T', 2)
-    angles = scene["orientation"] + scene.get("spin", 0.0) * dt
+    sprite = np.clip(0.5 - _SHAPES[shape](local[None, :], local[:, None], radius), 0, 1).astype(np.float32)
     cos, sin = np.cos(angles), np.sin(angles)
     # Affine maps (T', 2, 3) from sprite pixels to frame pixels: pixel (i, j) has its centre at
     # (j + 0.5, i + 0.5), sprite pixels likewise about the sprite's middle.
-    maps = np.empty((len(times), 2, 3))
+    maps = np.empty((len(centres), 2, 3))
     maps[:, 0, 0], maps[:, 0, 1], maps[:, 1, 0], maps[:, 1, 1] = cos, -sin, sin, cos
     maps[:, :, 2] = (0.5 - half) * (maps[:, :, 0] + maps[:, :, 1]) + centres - 0.5
-    cover = np.empty((len(times), size, size), np.float32)
-    for k in range(len(times)):
+    cover = np.empty((len(centres), size, size), np.float32)
+    for k in range(len(centres)):
         cover[k] = cv2.warpAffine(sprite, maps[k], (size, size), flags=cv2.INTER_LINEAR,
                                   borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    level = np.float32(scene["background"] + scene["contrast"])
-    texture = scene["texture"]
-    cover *= level - texture
-    cover += texture
     return cover
 
 
@@ -367,7 +462,9 @@ def make_clips(indices, *, split: str = "train", seed: int = 0, modality: str = 
         speed = float(np.hypot(*scene["velocity"]))
         info = {"class": spec.name, "pair_kind": spec.pair_kind, "fps": 1 / scene["period"], "speed_px_s": speed,
                 "px_per_step": speed * scene["period"], "spin_rad_s": float(scene.get("spin", 0.0)),
-                "mid": tuple(scene["mid"]), "radius": scene["radius"], "scene": scene, "spec": spec}
+                "mid": tuple(scene["mid"]), "radius": scene["radius"], "scene": scene, "spec": spec,
+                # flash classes: (shape, shown from, until) in seconds
+                "flashes": [(shape, float(on), float(off)) for shape, _, on, off in scene.get("flashes", ())]}
         clips.append(Clip(index % len(config.classes), scene["t"], scene["period"], info))
     if modality == "frames":
         return [_with_frames(clip, config, np.random.default_rng(_seed(seed, split, i, 1)))
@@ -409,7 +506,7 @@ def _simulate_batch(clips: list[Clip], config: SyntheticConfig, rngs: list[np.ra
     """
     size, sim = config.size, config.simulator
     fractions = np.arange(config.substeps) / config.substeps
-    n_frames = config.substeps * config.steps + 1
+    n_frames = config.substeps * len(clips[0].t) + 1                              # every clip has T steps
     frames = np.empty((n_frames, len(clips) * size, size), np.uint8)              # (F, B * H, W)
     times_us, states = [], []
     for c, (clip, rng) in enumerate(zip(clips, rngs)):

@@ -170,7 +170,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         module, function, _ = DELEGATED[command]
         run = lambda: getattr(importlib.import_module(module), function)(argv[1:])  # noqa: E731
     else:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if extra and args.command != "evaluate":  # only evaluate passes options on (to perception train)
+            parser.parse_args(argv)
+        args.train_args = extra
         command, run = args.command, lambda: args.run(args)
     try:
         return run()

@@ -215,6 +215,9 @@ def _loop_single(pre0: Tensor, t_tm: Tensor, m_tm: Optional[Tensor], h0: Tensor,
     heads = outs[-1] if len(outs) > 0 else pre0
     n3 = 3 * (heads.shape[2] // 4)
     firsts = heads[:, :, :n3].unbind(0)                 # sig1, sig2, gate columns (gated modes)
+    if save:  # the biases written once for all steps: then each step adds its product in place
+        for j in range(len(outs)):
+            outs[j].copy_(bs[j].expand_as(outs[j]))
     for t in range(pre0.shape[0]):
         i = t if save else 0
         if m_tm is not None:
@@ -225,7 +228,10 @@ def _loop_single(pre0: Tensor, t_tm: Tensor, m_tm: Optional[Tensor], h0: Tensor,
             prev = news[t - 1]
         z = pre[t].addmm_(prev, wh_t)
         for j in range(len(ws_t)):
-            z = torch.addmm(bs[j], z.sigmoid_(), ws_t[j], out=later[j][i])
+            if save:
+                z = later[j][i].addmm_(z.sigmoid_(), ws_t[j])
+            else:
+                z = torch.addmm(bs[j], z.sigmoid_(), ws_t[j], out=later[j][i])
         s3: Optional[Tensor] = None
         if mode != 2:
             s3 = firsts[i] if len(outs) > 0 else firsts[t]
@@ -248,23 +254,32 @@ def _backward_single(d_new_all: Tensor, coef: Tensor, ds: Tensor, d_acts: List[T
     d_news, coefs, dss = d_new_all.unbind(0), coef.unbind(0), ds.unbind(0)
     d_acts_l = [d.unbind(0) for d in d_acts]
     slopes_l = [sl.unbind(0) for sl in slopes]
-    masks = m_f.unbind(0) if m_f is not None else d_news
+    if m_f is None:  # each step adds its d (previous state) straight into the previous step's d
+        d_new_all[T - 1].add_(gh)
+        d_news_b = d_new_all.unsqueeze(2).unbind(0)     # (B, 1, n): broadcast over the rows
+        dss_flat = ds.flatten(2).unbind(0)
+        for r in range(T):
+            t = T - 1 - r
+            torch.mul(coefs[t], d_news_b[t], out=dss[t])
+            dz = dss_flat[t]
+            for jj in range(len(ws)):
+                j = len(ws) - 1 - jj
+                dz = torch.mm(dz, ws[j], out=d_acts_l[j][t]).mul_(slopes_l[j][t])
+            if t > 0:
+                d_news[t - 1].addmm_(dz, first_h)
+            else:
+                d_s = torch.mm(dz, first_h)
+        return d_s
+    masks = m_f.unbind(0)
     for r in range(T):
         t = T - 1 - r
         d_new = d_news[t]
-        if m_f is None:
-            d_new.add_(d_s)
-        else:
-            d_new.addcmul_(d_s, masks[t])
+        d_new.addcmul_(d_s, masks[t])
         dz = torch.mul(coefs[t], d_new.unsqueeze(1), out=dss[t]).flatten(1)
         for jj in range(len(ws)):
             j = len(ws) - 1 - jj
             dz = torch.mul(torch.mm(dz, ws[j]), slopes_l[j][t], out=d_acts_l[j][t])
-        d_prev = torch.mm(dz, first_h)
-        if m_f is None:
-            d_s = d_prev
-        else:
-            d_s = torch.addcmul(d_prev, d_s, 1.0 - masks[t])  # masked step: straight through
+        d_s = torch.addcmul(torch.mm(dz, first_h), d_s, 1.0 - masks[t])  # masked step: straight through
     return d_s
 
 
@@ -634,7 +649,7 @@ def run_backward(plan: Plan, cache: dict, params, drops, gy: Tensor, gh: Tensor,
                    d_lstm if plan.mixed else None, d_c if plan.mixed else None, params[i : i + 3], need_dt, need_x)
 
 
-_BLOCK_ROWS = 512  # steps * batch rows per backward block: big enough for efficient matrix products
+_BLOCK_ROWS = 1024  # steps * batch rows per backward block: big enough for efficient matrix products
 
 
 def _backward_dense(plan: Plan, cache: dict, params, gy: Tensor, gh: Tensor, need_dt: bool, need_x: bool):

@@ -10,6 +10,10 @@ and LSTM (one call over the whole sequence) and an snntorch Linear + Leaky layer
 - infer: forward under no_grad, per batch;
 - step:  one streaming step at batch 1 under no_grad.
 
+The cfc training step is also timed against torch.nn.LSTM's, interleaved round by round in the
+same run (the two see the same load on a shared machine): the median of the per-round ratios and
+its quartiles, next to the target ``CFC_TRAIN_VS_LSTM_TARGET``.
+
 Our cfc and ltc are timed as converted from the ncps cells (``heads.from_ncps``), so both sides
 hold the same weights and the outputs are checked equal before the times are compared.
 """
@@ -24,7 +28,8 @@ TARGETS = {
     "ltc_train_speedup_vs_ncps": 3.0,
     "ltc_infer_speedup_vs_ncps": 3.0,
 }
-CFC_STEP_TARGET_US = 70.0
+CFC_STEP_TARGET_US = 20.0
+CFC_TRAIN_VS_LSTM_TARGET = 2.0  # cfc training step / torch.nn.LSTM's, at most
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,6 +81,13 @@ def run(args: argparse.Namespace) -> dict:
             key = ours.split()[0]
             ratios[f"{key}_train_speedup_vs_ncps"] = by_model[peer]["train_ms"] / by_model[ours]["train_ms"]
             ratios[f"{key}_infer_speedup_vs_ncps"] = by_model[peer]["infer_ms"] / by_model[ours]["infer_ms"]
+    if "cfc" in names and not args.no_peers:
+        from perception.benchmarks import _peers
+
+        versus = work.interleaved_train_ratio(create_head("cfc", D, **_head_kwargs("cfc", H)),
+                                              _peers.TorchRNN("lstm", D, H))
+        results["cfc_train_vs_lstm"] = versus
+        ratios["cfc_train_vs_lstm"] = versus["median"]
     results["ratios"] = ratios
     results["environment"] = {
         "torch": torch.__version__,
@@ -99,6 +111,13 @@ def run(args: argparse.Namespace) -> dict:
         if key in ratios:
             verdicts[key] = ratios[key] >= target
             print(f"{key}: {ratios[key]:.2f}x (target >= {target}x) {'PASS' if verdicts[key] else 'MISS'}")
+    if "cfc_train_vs_lstm" in results:
+        versus = results["cfc_train_vs_lstm"]
+        verdicts["cfc_train_vs_lstm"] = versus["median"] <= CFC_TRAIN_VS_LSTM_TARGET
+        print(f"cfc training step / torch.nn.LSTM's (interleaved, {versus['rounds']} rounds): "
+              f"{versus['median']:.2f}x, quartiles [{versus['q1']:.2f}, {versus['q3']:.2f}] "
+              f"({versus['cfc_ms']:.2f} ms vs {versus['lstm_ms']:.2f} ms; target <= {CFC_TRAIN_VS_LSTM_TARGET}x) "
+              f"{'PASS' if verdicts['cfc_train_vs_lstm'] else 'MISS'}")
     if "cfc" in by_model:
         step = by_model["cfc"]["step_us"]
         verdicts["cfc_step_us"] = step <= CFC_STEP_TARGET_US
@@ -133,16 +152,7 @@ class _Workload:
         from perception.benchmarks._timing import median_seconds
 
         params = [p for p in model.parameters() if p.requires_grad]
-        # The input requires grad as it would below a backbone: the backward pass includes dL/dx,
-        # and a head without parameters (none) still has a backward to time.
-        x = self.x.detach().requires_grad_(True)
-
-        def train() -> None:
-            for p in params:
-                p.grad = None
-            x.grad = None
-            y, _ = model(x, self.dt)
-            y.sum().backward()
+        train = self._train_fn(model)
 
         def infer() -> None:
             with torch.no_grad():
@@ -160,6 +170,48 @@ class _Workload:
             "step_us": 1e6 * median_seconds(step, self.min_run_time),
             "params": sum(p.numel() for p in params),
         }
+
+    def interleaved_train_ratio(self, model, reference) -> dict:
+        """Training step of ``model`` over ``reference``'s, timed in alternating rounds.
+
+        Returns the median and quartiles of the per-round ratios, each side's median time in ms
+        and the number of rounds.
+        """
+        import statistics
+        import time
+
+        sides = [self._train_fn(model), self._train_fn(reference)]
+        for fn in sides:  # warm up (TorchScript compiles on its first calls)
+            for _ in range(3):
+                fn()
+        times: list[list[float]] = [[], []]
+        deadline = time.perf_counter() + 2 * self.min_run_time
+        while len(times[0]) < 10 or (time.perf_counter() < deadline and len(times[0]) < 200):
+            for side, fn in enumerate(sides):
+                start = time.perf_counter()
+                fn()
+                fn()
+                times[side].append((time.perf_counter() - start) / 2)
+        ratios = [a / b for a, b in zip(*times)]
+        q1, median, q3 = statistics.quantiles(ratios, n=4)
+        return {"median": median, "q1": q1, "q3": q3, "rounds": len(ratios),
+                "cfc_ms": 1e3 * statistics.median(times[0]), "lstm_ms": 1e3 * statistics.median(times[1])}
+
+    def _train_fn(self, model):
+        """forward + backward of the summed outputs to the parameters and the input. The input
+        requires grad as it would below a backbone: the backward pass includes dL/dx, and a head
+        without parameters (none) still has a backward to time."""
+        params = [p for p in model.parameters() if p.requires_grad]
+        x = self.x.detach().requires_grad_(True)
+
+        def train() -> None:
+            for p in params:
+                p.grad = None
+            x.grad = None
+            y, _ = model(x, self.dt)
+            y.sum().backward()
+
+        return train
 
     def outputs(self, model):
         import torch

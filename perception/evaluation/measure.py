@@ -1,9 +1,8 @@
-"""What the comparison measures besides accuracy: step latency, peak memory, accuracy per class."""
+"""What the comparison measures: accuracy per task, operations and latency per step (and resident memory)."""
 from __future__ import annotations
 
 import os
 import resource
-import threading
 import time
 
 import numpy as np
@@ -20,30 +19,6 @@ def rss_bytes() -> int:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-class PeakMemory:
-    """Context manager sampling RSS every ``interval`` s; ``.peak_mb`` = peak above the level at entry."""
-
-    def __init__(self, interval: float = 0.02) -> None:
-        self.interval, self.peak_mb = interval, 0.0
-        self._stop = threading.Event()
-
-    def _sample(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._peak = max(self._peak, rss_bytes())
-
-    def __enter__(self) -> "PeakMemory":
-        self._start = self._peak = rss_bytes()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._peak = max(self._peak, rss_bytes())
-        self.peak_mb = (self._peak - self._start) / 2**20
 
 
 @torch.inference_mode()
@@ -65,20 +40,66 @@ def step_latency_us(model: PerceptionModel, frame_shape: tuple[int, int, int], s
 
 @torch.inference_mode()
 def predict(model: PerceptionModel, loader) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted and true labels (N,) at each clip's last real step."""
+    """Logits (N, K) at each clip's last real step, and the true labels (N,)."""
     model.eval()
-    preds, labels = [], []
+    logits, labels = [], []
     for batch in loader:
-        logits, _ = model(batch["x"], batch["dt"], batch["mask"])
-        preds.append(last_valid(logits, batch["lengths"]).argmax(1).numpy())
+        out, _ = model(batch["x"], batch["dt"], batch["mask"])
+        logits.append(last_valid(out, batch["lengths"]).float().numpy())
         labels.append(batch["y"].numpy())
-    return np.concatenate(preds), np.concatenate(labels)
+    return np.concatenate(logits), np.concatenate(labels)
 
 
-def accuracy_by_group(preds: np.ndarray, labels: np.ndarray, groups: dict[int, str]) -> dict[str, float]:
-    """Accuracy over the clips of each group of labels (e.g. label -> pair kind)."""
-    out = {}
-    for name in dict.fromkeys(groups.values()):
-        chosen = np.isin(labels, [k for k, g in groups.items() if g == name])
-        out[name] = float((preds[chosen] == labels[chosen]).mean()) if chosen.any() else float("nan")
-    return out
+def task_accuracy(logits: np.ndarray, labels: np.ndarray, classes: list[int]) -> float:
+    """Accuracy on the clips whose label is in ``classes``, choosing among those classes only (so
+    chance is the share of the task's most frequent class, whatever the other tasks' classes do)."""
+    chosen = np.isin(labels, classes)
+    if not chosen.any():
+        return float("nan")
+    picks = np.asarray(classes)[logits[chosen][:, classes].argmax(1)]
+    return float((picks == labels[chosen]).mean())
+
+
+def chance(labels: np.ndarray, classes: list[int]) -> float:
+    """The accuracy of always answering the task's most frequent class."""
+    mine = labels[np.isin(labels, classes)]
+    return float(np.bincount(mine).max() / mine.size) if mine.size else float("nan")
+
+
+@torch.inference_mode()
+def ops_per_step(model: PerceptionModel, frame_shape: tuple[int, int, int], loader=None, batches: int = 2) -> float:
+    """Operations of one streaming step at batch 1: multiply-accumulates of the dense layers (counted
+    by ``torch.utils.flop_counter``, 2 FLOPs = 1 MAC), except that a linear layer fed by spikes (0/1
+    inputs) costs one accumulate per spike and target (synaptic operations), at the spike rate
+    measured on the first ``batches`` batches of ``loader``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.eval()
+    x = torch.zeros(1, *frame_shape)
+    dt = torch.full((1, 1), float(model.time_scale))
+    with FlopCounterMode(display=False) as counter:
+        model.step(x, dt, None)
+    macs = counter.get_total_flops() / 2
+    if loader is None:
+        return float(macs)
+    seen: dict[torch.nn.Linear, list[float]] = {}                     # layer -> [rows, spikes]
+
+    def count(layer, inputs, _output):
+        value = inputs[0]
+        if value.numel() and bool(((value == 0) | (value == 1)).all()):
+            tally = seen.setdefault(layer, [0.0, 0.0])
+            tally[0] += value.numel() / layer.in_features                # rows: clips x steps
+            tally[1] += float(value.count_nonzero())
+
+    hooks = [m.register_forward_hook(count) for m in model.head.modules() if isinstance(m, torch.nn.Linear)]
+    try:
+        for k, batch in enumerate(loader):
+            if k == batches:
+                break
+            model(batch["x"], batch["dt"], batch["mask"])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    # a spike-fed layer costs (spikes per row) x targets instead of inputs x targets
+    return float(macs + sum((spikes / rows - layer.in_features) * layer.out_features
+                            for layer, (rows, spikes) in seen.items()))

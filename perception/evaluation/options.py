@@ -1,4 +1,8 @@
-"""The options of ``perception evaluate`` (kept free of heavy imports: the CLI builds every parser)."""
+"""The options of ``perception evaluate`` (kept free of heavy imports: the CLI builds every parser).
+
+Options of ``perception train`` (``--config NAME|FILE``, ``--data.*``, ``--model.*``,
+``--trainer.*``) are passed on to it: each head is trained as ``perception train`` would with them.
+"""
 from __future__ import annotations
 
 import argparse
@@ -12,14 +16,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated heads to train and compare (default: %(default)s)")
     parser.add_argument("--checkpoints", default=None,
                         help="comma-separated checkpoints to compare instead of training (trained on the built-in dataset)")
-    parser.add_argument("--seeds", default=None, help="comma-separated training seeds (default: 0,1; --quick: 0)")
+    parser.add_argument("--seeds", default=None,
+                        help="comma-separated training seeds (default: 0,1,2; --quick: 0,1); the first tunes the learning rate")
+    parser.add_argument("--lrs", default=None,
+                        help="the learning-rate grid each head picks from on the validation split "
+                             "(default: 0.001,0.003,0.01; --quick: 0.003,0.01)")
     parser.add_argument("--modality", choices=("events", "frames"), default="events",
                         help="the built-in dataset as events or frames (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs per head (default: by budget)")
-    parser.add_argument("--train-size", type=int, default=None, help="training clips (default: by budget)")
-    parser.add_argument("--test-size", type=int, default=None, help="test clips per condition (default: by budget)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="training epochs per run (default: 8, --quick 6 on the built-in dataset; a config's own otherwise)")
+    parser.add_argument("--train-size", type=int, default=None, help="built-in dataset: training clips (default: by budget)")
+    parser.add_argument("--test-size", type=int, default=None, help="built-in dataset: test clips (default: by budget)")
     parser.add_argument("--output", type=Path, default=Path("evaluation-report"),
                         help="report folder (default: %(default)s)")
-    parser.add_argument("--quick", action="store_true", help="a small budget: one seed, small clips (minutes)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a small budget: 2 seeds, 2 learning rates, one size, small clips (minutes)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: what torch picks)")
+    parser.epilog = ("Also takes perception train's --config NAME|FILE, --data.*, --model.* and --trainer.* options: "
+                     "e.g. perception evaluate --config nmnist --data.root DIR --heads cfc,none")

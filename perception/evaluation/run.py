@@ -1,52 +1,72 @@
-"""``perception evaluate``: compare temporal heads on the same backbone, data and training budget.
+"""``perception evaluate``: compare temporal heads on the same data, backbone and training budget.
 
-For each head (trained here, one run per seed, or loaded from ``--checkpoints``) it measures test
-accuracy under every condition of ``perception.evaluation.conditions`` (timing irregularity, dropped
-observations, input noise), accuracy per kind of class pair of the built-in dataset (appearance,
-order, speed), parameters, training time, streaming latency per step and peak memory during
-training; then writes the report folder (``perception.evaluation.report``).
+Each head is trained by the code of ``perception train`` (the same LightningCLI, configs and
+``--data.*`` / ``--model.*`` / ``--trainer.*`` options; only the head, its learning rate, its size
+and the seed change between runs), so any data a config describes can be compared. Per head:
+
+1. tuning: one run per learning rate of the budget's grid (seed 0); the best validation accuracy
+   picks the rate (in the report);
+2. seeds: more runs at that rate, so every accuracy has a mean and a 95 % interval;
+3. size: with the default budget, the same at a second, smaller hidden size.
+
+Every final model (its best-on-validation checkpoint) is tested under every condition of
+``perception.evaluation.conditions`` and scored per task (``tasks``): the built-in dataset's pairs,
+a data module's own ``tasks()``, or one task of all classes. Parameters, operations per step
+(``measure.ops_per_step``) and the streaming step latency complete a row; a logistic regression on
+each clip's mean input is the linear floor. ``perception.evaluation.report`` writes the folder.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import math
 import time
 import warnings
 from dataclasses import dataclass
-import lightning as L
+from pathlib import Path
+
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from data.synthetic import TASKS
 from heads import head_entry, list_heads
-from perception.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from perception.checkpoint import load_checkpoint, read_checkpoint
 from perception.errors import PerceptionError
-from perception.evaluation.conditions import NOISE_UNIT, Condition, ConditionSets, list_conditions
-from perception.evaluation.measure import PeakMemory, accuracy_by_group, predict, step_latency_us
-from perception.evaluation.report import summarise, write_report
-from perception.model import count_parameters
-from perception.training.data import SyntheticDataModule
-from perception.training.module import PerceptionModule
-
+from perception.evaluation.conditions import ConditionSets
+from perception.evaluation.measure import chance, ops_per_step, predict, step_latency_us, task_accuracy
+from perception.evaluation.report import write_report
+from perception.model import DEFAULT_HIDDEN, count_parameters
 
 
 @dataclass(frozen=True)
 class Budget:
-    """The data and training budget every head gets."""
+    """What every head gets: seeds, the learning-rate grid, hidden sizes (the first is the main one),
+    epochs (None: the config's) and, for the built-in dataset, its size."""
 
-    train_size: int
-    test_size: int
-    epochs: int
-    size: int
-    batch_size: int = 32
-    lr: float = 3e-3
+    seeds: int
+    lrs: tuple[float, ...]
+    hidden: tuple[int, ...]
+    epochs: int | None
+    builtin: dict
+    size_seeds: int = 2  # seeds at the other hidden sizes (their accuracy still gets an interval)
 
 
 BUDGETS = {
-    # about 40 minutes on 2 CPU cores for the seven default heads and two seeds
-    "default": Budget(train_size=1600, test_size=300, epochs=8, size=64),
-    # about 4 minutes: seven heads, one seed, smaller frames
-    "quick": Budget(train_size=1000, test_size=128, epochs=6, size=48),
+    # about 50 minutes on 2 cores for the seven heads (44 runs)
+    "default": Budget(seeds=3, lrs=(1e-3, 3e-3, 1e-2), hidden=(DEFAULT_HIDDEN, 16), epochs=6,
+                      builtin={"train_size": 768, "val_size": 192, "test_size": 384, "size": 32, "batch_size": 16}),
+    # about 10 minutes: 21 runs of 96 steps on 8-step clips; a first look, not a verdict
+    "quick": Budget(seeds=2, lrs=(3e-3, 1e-2), hidden=(DEFAULT_HIDDEN,), epochs=4,
+                    builtin={"train_size": 384, "val_size": 96, "test_size": 160, "size": 32, "steps": 8,
+                             "batch_size": 16}),
 }
+# On the built-in dataset the CNN is the small one at half width: the heads are what is compared, and
+# the backbone is most of the cost of a run.
+BUILTIN_MODEL = {"backbone": "small", "backbone_kwargs": {"width": 0.5}}
+# Options of perception train that evaluate passes on; the rest are evaluate's own.
+TRAIN_OPTIONS = ("--config", "-c", "--data", "--model.", "--trainer.", "--seed_everything")
 
 
 def _names(text: str, option: str) -> list[str]:
@@ -56,152 +76,347 @@ def _names(text: str, option: str) -> list[str]:
     return names
 
 
-def _seeds(text: str) -> list[int]:
+def _numbers(text: str, option: str, kind=float) -> list:
     try:
-        seeds = [int(s) for s in _names(text, "--seeds")]
+        values = [kind(s) for s in _names(text, option)]
     except ValueError:
-        raise PerceptionError(f"--seeds: expected comma-separated integers, got {text!r}") from None
-    if any(s < 0 for s in seeds):
-        raise PerceptionError(f"--seeds: seeds must be >= 0, got {text!r}")
-    return seeds
+        raise PerceptionError(f"{option}: expected comma-separated {kind.__name__}s, got {text!r}") from None
+    if any(not v > 0 for v in values) if kind is float else any(v < 0 for v in values):
+        raise PerceptionError(f"{option}: expected {'positive' if kind is float else 'non-negative'} values, got {text!r}")
+    return values
 
 
-def _budget(args: argparse.Namespace) -> Budget:
+def budget_of(args: argparse.Namespace) -> Budget:
     base = BUDGETS["quick" if args.quick else "default"]
-    values = {"train_size": args.train_size, "test_size": args.test_size, "epochs": args.epochs}
-    for option, value in values.items():
-        if value is not None and value < 1:
-            raise PerceptionError(f"--{option.replace('_', '-')}: expected a positive integer, got {value}")
-    return Budget(**{**base.__dict__, **{k: v for k, v in values.items() if v is not None}})
+    values = {}
+    if args.seeds is not None:
+        values["seeds"] = len(_numbers(args.seeds, "--seeds", int))
+    if args.lrs is not None:
+        values["lrs"] = tuple(_numbers(args.lrs, "--lrs"))
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise PerceptionError(f"--epochs: expected a positive integer, got {args.epochs}")
+        values["epochs"] = args.epochs
+    builtin = dict(base.builtin)
+    for option in ("train_size", "test_size"):
+        value = getattr(args, option)
+        if value is not None:
+            if value < 1:
+                raise PerceptionError(f"--{option.replace('_', '-')}: expected a positive integer, got {value}")
+            builtin[option] = value
+    return Budget(**{**base.__dict__, **values, "builtin": builtin})
 
 
-def _datamodule(budget: Budget, modality: str, seed: int = 0) -> SyntheticDataModule:
-    return SyntheticDataModule(modality=modality, train_size=budget.train_size, val_size=max(32, budget.test_size // 4),
-                               test_size=budget.test_size, size=budget.size, seed=seed, batch_size=budget.batch_size,
-                               normalize="standard" if modality == "events" else None)
+def seeds_of(args: argparse.Namespace, budget: Budget) -> list[int]:
+    return _numbers(args.seeds, "--seeds", int) if args.seeds is not None else list(range(budget.seeds))
 
 
-def _train(head: str, seed: int, datamodule: SyntheticDataModule, budget: Budget) -> tuple[PerceptionModule, float, float]:
-    L.seed_everything(seed, verbose=False)
-    datamodule.shuffle_seed = seed
-    module = PerceptionModule(head=head, lr=budget.lr, num_classes=datamodule.num_classes,
-                              in_channels=datamodule.in_channels, class_names=datamodule.classes,
-                              preprocessing=datamodule.preprocessing)
-    trainer = L.Trainer(max_epochs=budget.epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, accelerator="cpu",
-                        devices=1)
-    with PeakMemory() as memory:
-        start = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule)
-        seconds = time.perf_counter() - start
-    return module, seconds, memory.peak_mb
+def check_train_args(extra: list[str]) -> list[str]:
+    """The options meant for ``perception train`` (``--config``, ``--data.*``, ...); others are refused."""
+    expect_value = False
+    for arg in extra:
+        if expect_value or not arg.startswith("-"):
+            expect_value = False
+            continue
+        if not arg.startswith(TRAIN_OPTIONS):
+            raise PerceptionError(f"unrecognized option {arg!r} (evaluate passes --config, --data.*, --model.* and "
+                                  "--trainer.* to perception train; see perception evaluate --help)")
+        expect_value = "=" not in arg
+    return extra
 
 
-def _measure(model, nominal_period: float, sets: ConditionSets, conditions: list[Condition],
-             pair_of: dict[int, str]) -> dict:
-    """Accuracy under every condition (and per pair kind under the training timing) of one model,
-    trained on clips of ``nominal_period`` (its preprocessing's time scale)."""
-    row = {}
-    for condition in conditions:
-        preds, labels = predict(model, sets.loader(condition, nominal_period))
-        row[condition.name] = float((preds == labels).mean())
-        if condition.family == "timing" and condition.level == sets.training_jitter:
-            row["acc"] = row[condition.name]
-            row.update(accuracy_by_group(preds, labels, pair_of))
-    return row
-
-
-def _from_checkpoints(paths: list[str]) -> tuple[list[tuple[str, object, float, float, float]], dict]:
-    """(name, model, train s, peak MB, nominal period s) per checkpoint, and the built-in dataset
-    options they share."""
-    models, data = [], None
-    for path in paths:
-        raw = read_checkpoint(path)
-        options = raw.get("datamodule_hyper_parameters")
-        if not isinstance(options, dict) or "modality" not in options or "fps_range" not in options:
-            raise PerceptionError(f"{path}: not trained on the built-in dataset (perception evaluate compares those)")
-        key = {k: options.get(k) for k in ("modality", "size", "steps", "classes", "bins", "normalize", "fps_range",
-                                           "jitter", "seed")}
-        if data is not None and key != data:
-            raise PerceptionError(f"{path}: trained on other data than {paths[0]} ({key} vs {data})")
-        data = key
-        loaded = load_checkpoint(path)
-        models.append((loaded.model.head_name, loaded.model, float("nan"), float("nan"),
-                       loaded.preprocessing.time_scale))
-    return models, data
-
+# ------------------------------------------------------------------------------------------------
+# Training one head: the code path of perception train.
 
 def _quiet_lightning() -> None:
     """Many short fits: keep Lightning's per-fit banners and tips out of the progress display."""
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for message in (".*LeafSpec.*", ".*does not have many workers.*", ".*is smaller than the logging interval.*",
+                    ".*Checkpoint directory .* exists and is not empty.*"):
+        warnings.filterwarnings("ignore", message=message)
 
+
+class Trainer:
+    """Builds each run with ``perception train``'s CLI and fits it; the data module is built once
+    (every run shares its data options) and reused."""
+
+    def __init__(self, train_args: list[str], budget: Budget, output: Path, epochs: int | None = None) -> None:
+        from perception.training.cli import build_cli
+        from perception.training.data import SyntheticDataModule
+
+        self.build_cli, self.output = build_cli, output
+        probe = build_cli([*train_args, "--trainer.logger", "false"])
+        self.builtin = isinstance(probe.datamodule, SyntheticDataModule)
+        self.data_args = []
+        if self.builtin:  # the built-in dataset at the budget's size, unless the command line says otherwise
+            given = " ".join(train_args)
+            for key, value in budget.builtin.items():
+                if f".{key}" not in given:
+                    self.data_args += [f"--data.init_args.{key}", str(value)]
+            for key, value in BUILTIN_MODEL.items():
+                if f"--model.{key}" not in given:
+                    self.data_args += [f"--model.{key}", value if isinstance(value, str) else json.dumps(value)]
+            probe = build_cli([*train_args, *self.data_args, "--trainer.logger", "false"])
+        self.train_args, self.datamodule = train_args, probe.datamodule
+        # the budget's epochs on the built-in dataset; a config's own elsewhere, unless --epochs says
+        self.epochs = epochs if epochs is not None else (budget.epochs if self.builtin else None)
+        self.config_epochs = probe.config.trainer.get("max_epochs")
+
+    def fit(self, head: str, lr: float, seed: int, hidden: int | None) -> dict:
+        """Train one model; its best checkpoint, best validation accuracy and training seconds."""
+        name = f"{head}-h{hidden or 0}-lr{lr:g}-seed{seed}"
+        logger = [{"class_path": "lightning.pytorch.loggers.CSVLogger",
+                   "init_args": {"save_dir": str(self.output / "runs"), "name": head, "version": name}}]
+        kwargs = {"hidden_size": hidden} if hidden else {}
+        argv = [*self.train_args, *self.data_args, "--model.head", head, "--model.lr", str(lr),
+                "--model.head_kwargs", json.dumps(kwargs), "--seed_everything", str(seed),
+                "--trainer.logger", json.dumps(logger), "--trainer.enable_progress_bar", "false",
+                "--trainer.enable_model_summary", "false"]
+        if self.epochs is not None:
+            argv += ["--trainer.max_epochs", str(self.epochs)]
+        cli = self.build_cli(argv)
+        self.datamodule.shuffle_seed = seed  # the training order follows the run's seed, as in perception train
+        start = time.perf_counter()
+        cli.trainer.fit(cli.model, datamodule=self.datamodule)
+        seconds = time.perf_counter() - start
+        callback = cli.trainer.checkpoint_callback
+        best = callback.best_model_path if callback is not None else ""
+        score = callback.best_model_score if callback is not None else None
+        if not best:
+            raise PerceptionError(f"{name}: training wrote no checkpoint (the config needs a ModelCheckpoint on val/acc)")
+        return {"checkpoint": best, "val_acc": float(score) if score is not None else float("nan"),
+                "train_s": seconds}
+
+
+# ------------------------------------------------------------------------------------------------
+# Tasks and measurements.
+
+def tasks_of(datamodule) -> list[dict]:
+    """The tasks to score: name, class indices, needs_time (True, False or "unknown")."""
+    classes = list(datamodule.classes)
+    if callable(getattr(datamodule, "tasks", None)):  # the data module says (chains): each over its labels
+        kinds = datamodule.pair_kinds() if callable(getattr(datamodule, "pair_kinds", None)) else {}
+        out = []
+        for info in datamodule.tasks():
+            info = info.to_dict() if hasattr(info, "to_dict") else dict(info)
+            members = [k for k, name in enumerate(classes) if kinds.get(name, info["name"]) == info["name"]]
+            out.append({"task": info["name"], "classes": members, "needs_time": info["needs_time"]})
+        return out
+    if hasattr(datamodule, "pair_kinds"):  # the built-in dataset: one task per pair kind
+        kinds = datamodule.pair_kinds()
+        out = {}
+        for k, name in enumerate(classes):
+            out.setdefault(kinds[name], []).append(k)
+        return [{"task": task, "classes": members, "needs_time": TASKS[task]} for task, members in out.items()]
+    return [{"task": "classes", "classes": list(range(len(classes))), "needs_time": "unknown"}]
+
+
+def _score(model, sets: ConditionSets, conditions: list[str], tasks: list[dict], nominal: float) -> list[dict]:
+    """Accuracy per condition and task (plus "all": every class) of one model."""
+    out = []
+    for condition in conditions:
+        logits, labels = predict(model, sets.loader(condition, nominal))
+        out.append({"condition": condition, "task": "all", "acc": float((logits.argmax(1) == labels).mean())})
+        for task in tasks:
+            out.append({"condition": condition, "task": task["task"],
+                        "acc": task_accuracy(logits, labels, task["classes"])})
+    return out
+
+
+def linear_floor(datamodule, tasks: list[dict], limit: int = 4000) -> tuple[list[dict], int]:
+    """A logistic regression on each clip's mean input (the event-count image for events, the mean
+    frame for video), trained on the training split, tested under the training timing; and its
+    parameter count."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    def features(split: str) -> tuple[np.ndarray, np.ndarray]:
+        dataset = datamodule.split(split)
+        rows, labels = [], []
+        for i in range(min(len(dataset), limit)):
+            item = dataset[i]
+            x, y = (item["x"], item["y"]) if isinstance(item, dict) else (item[0], item[2])
+            rows.append(x.float().mean(0).flatten().numpy())
+            labels.append(int(y))
+        return np.stack(rows), np.asarray(labels)
+
+    x_train, y_train = features("train")
+    x_test, y_test = features("test")
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=300))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(x_train, y_train)
+    regression = model[-1]
+    logits = np.full((len(y_test), len(datamodule.classes)), -np.inf)
+    logits[:, regression.classes_] = model.decision_function(x_test).reshape(len(y_test), -1) \
+        if len(regression.classes_) > 2 else np.stack([-model.decision_function(x_test), model.decision_function(x_test)], 1)
+    rows = [{"condition": "train_timing", "task": "all", "acc": float((logits.argmax(1) == y_test).mean())}]
+    rows += [{"condition": "train_timing", "task": t["task"], "acc": task_accuracy(logits, y_test, t["classes"])}
+             for t in tasks]
+    return rows, int(regression.coef_.size + regression.intercept_.size)
+
+
+# ------------------------------------------------------------------------------------------------
 
 def run(args: argparse.Namespace) -> dict:
     _quiet_lightning()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    budget = _budget(args)
-    seeds = _seeds(args.seeds or ("0" if args.quick else "0,1"))
-    modality = args.modality
+    budget = budget_of(args)
+    seeds = seeds_of(args, budget)
     if args.checkpoints:
-        loaded, options = _from_checkpoints(_names(args.checkpoints, "--checkpoints"))
-        modality = options["modality"]
-        budget = Budget(**{**budget.__dict__, "size": options["size"]})
-        datamodule = SyntheticDataModule(modality=modality, size=options["size"], steps=options["steps"],
-                                         classes=options["classes"], bins=options["bins"] or 5,
-                                         normalize=options["normalize"], test_size=budget.test_size,
-                                         fps_range=tuple(options["fps_range"]), jitter=options["jitter"],
-                                         seed=options["seed"])
-        jobs = [(name, None) for name, *_ in loaded]
-    else:
-        heads = _names(args.heads, "--heads")
-        unknown = [h for h in heads if h not in list_heads()]
-        if unknown:
-            raise PerceptionError(f"--heads: unknown {', '.join(map(repr, unknown))}; choose from: {', '.join(list_heads())}")
-        datamodule = _datamodule(budget, modality)
-        jobs = [(head, seed) for head in heads for seed in seeds]
+        return run_checkpoints(args, budget)
+    heads = _names(args.heads, "--heads")
+    unknown = [h for h in heads if h not in list_heads()]
+    if unknown:
+        raise PerceptionError(f"--heads: unknown {', '.join(map(repr, unknown))}; choose from: {', '.join(list_heads())}")
+    train_args = check_train_args(list(getattr(args, "train_args", []) or []))
+    if args.modality != "events" and not any(a.startswith(("--config", "-c", "--data")) for a in train_args):
+        train_args = ["--data.init_args.modality", args.modality, *train_args]
+    output = Path(args.output)
+    started = time.perf_counter()
+    trainer = Trainer(train_args, budget, output, epochs=args.epochs)
+    datamodule = trainer.datamodule
+    datamodule.prepare_data()
+    for split in ("train", "val", "test"):  # built (and cached) once, before any timing or memory figure
+        dataset = datamodule.split(split)
+        for i in range(len(dataset)):
+            dataset[i]
+    tasks = tasks_of(datamodule)
+    sets = ConditionSets(datamodule, batch_size=datamodule.batch_size)
+    conditions = sets.names()
+    test_labels = _labels(sets.loader("train_timing", datamodule.time_scale))
+    chances = {"all": chance(test_labels, list(range(len(datamodule.classes))))}
+    chances.update({t["task"]: chance(test_labels, t["classes"]) for t in tasks})
+    frame_shape = (datamodule.in_channels, *datamodule.preprocessing.frame_size[::-1])
 
-    if not args.checkpoints:  # build (and cache) the training clips now, so no head's memory figure includes them
-        train = datamodule.split("train")
-        for i in range(len(train)):
-            train[i]
-    conditions = list_conditions(modality, quick=args.quick, training_jitter=datamodule.config.jitter)
-    sets = ConditionSets(datamodule, conditions, budget.test_size, budget.batch_size)
-    kinds = datamodule.pair_kinds()
-    pair_of = {k: kinds[name] for k, name in enumerate(datamodule.classes)}
-    frame_shape = (datamodule.in_channels, budget.size, budget.size)
-    rows = []
-    progress = tqdm(jobs, desc="evaluate", unit="run")
-    for index, (head, seed) in enumerate(progress):
-        progress.set_postfix_str(f"{head} seed {seed}" if seed is not None else head)
-        if seed is None:
-            _, model, train_s, peak_mb, nominal = loaded[index]
-        else:
-            module, train_s, peak_mb = _train(head, seed, datamodule, budget)
-            model, nominal = module.model.eval(), datamodule.time_scale
-            save_checkpoint(args.output / "checkpoints" / f"{head}-seed{seed}.ckpt", model, datamodule.classes,
-                            datamodule.preprocessing, {"datamodule_hyper_parameters": dict(datamodule.hparams)})
-        row = {"head": head, "seed": seed if seed is not None else "", "time_aware": head_entry(model.head_name).time_aware,
-               "params": count_parameters(model), "train_s": train_s, "peak_mb": peak_mb,
-               "latency_us": step_latency_us(model, frame_shape)}
-        row.update(_measure(model, nominal, sets, conditions, pair_of))
-        rows.append(row)
-        tqdm.write(f"{head:>8} seed {row['seed'] if seed is not None else '-'}: acc {100 * row['acc']:.1f}%  "
-                   f"({', '.join(f'{k} {100 * row[k]:.0f}%' for k in ('appearance', 'order', 'speed'))}), "
-                   f"train {'n/a' if train_s != train_s else f'{train_s:.0f} s'}, step {row['latency_us']:.0f} us")
-    keys = ["acc", *(c.name for c in conditions), "appearance", "order", "speed", "params", "train_s",
-            "latency_us", "peak_mb"]
-    summary = summarise(rows, keys)
-    for s in summary:
-        s["time_aware"] = head_entry(s["head"]).time_aware
-    setup = {"modality": modality, "backbone": "small", "train clips": budget.train_size if not args.checkpoints else "n/a",
-             "epochs": budget.epochs if not args.checkpoints else "n/a", "frame size": f"{budget.size} x {budget.size}",
-             "test_size": budget.test_size, "seeds": len(seeds) if not args.checkpoints else 1,
-             "torch threads": torch.get_num_threads()}
-    written = write_report(args.output, rows, summary, conditions, setup, modality, NOISE_UNIT[modality],
-                           make_plots=not args.no_plots, training=f"timing={sets.training_jitter:g}")
+    plan = []
+    for head in heads:
+        sizes = budget.hidden if "hidden_size" in _head_options(head) else (None,)
+        plan += [(head, lr, seeds[0], sizes[0], "tune") for lr in budget.lrs]
+        plan += [(head, None, seed, sizes[0], "seed") for seed in seeds[1:]]
+        plan += [(head, None, seed, size, "size") for size in sizes[1:] for seed in seeds[:budget.size_seeds]]
+    rows, choices, models = [], {}, {}
+    progress = tqdm(plan, desc="evaluate", unit="run")
+    for head, lr, seed, hidden, stage in progress:
+        if lr is None:
+            lr = choices[head]["lr"]
+        progress.set_postfix_str(f"{head} lr {lr:g} seed {seed}" + (f" hidden {hidden}" if hidden else ""))
+        fitted = trainer.fit(head, lr, seed, hidden)
+        if stage == "tune":
+            choices.setdefault(head, {"grid": {}})["grid"][lr] = fitted["val_acc"]
+            models[(head, lr)] = (fitted, seed, hidden)
+            if len(choices[head]["grid"]) < len(budget.lrs):
+                continue
+            grid = choices[head]["grid"]
+            best_lr = max(grid, key=lambda k: (grid[k] if not math.isnan(grid[k]) else -1.0, -k))
+            choices[head]["lr"] = best_lr
+            fitted, seed, hidden = models.pop((head, best_lr))
+            lr = best_lr
+            for key in [k for k in models if k[0] == head]:
+                models.pop(key)
+        loaded = load_checkpoint(fitted["checkpoint"])
+        model = loaded.model.eval()
+        base = {"head": head, "hidden": hidden or "", "seed": seed, "lr": lr,
+                "time_aware": head_entry(head).time_aware, "params": count_parameters(model),
+                "ops_per_step": ops_per_step(model, frame_shape, sets.loader("train_timing", float(model.time_scale))),
+                "latency_us": step_latency_us(model, frame_shape), "train_s": fitted["train_s"],
+                "val_acc": fitted["val_acc"]}
+        for score in _score(model, sets, conditions, tasks, float(model.time_scale)):
+            rows.append({**base, **score, "needs_time": _needs_time(score["task"], tasks), "chance": chances[score["task"]]})
+        mine = [r for r in rows if r["head"] == head and r["seed"] == seed and r["hidden"] == base["hidden"]
+                and r["condition"] == "train_timing"]
+        tqdm.write(f"{head:>8} seed {seed}" + (f" hidden {hidden}" if hidden else "") + f" lr {lr:g}: "
+                   + ", ".join(f"{r['task']} {100 * r['acc']:.0f}%" for r in mine)
+                   + f"  (train {fitted['train_s']:.0f} s)")
+
+    floor_rows, floor_params = linear_floor(datamodule, tasks)
+    for score in floor_rows:
+        rows.append({"head": "linear", "hidden": "", "seed": 0, "lr": "", "time_aware": False, "params": floor_params,
+                     "ops_per_step": float(floor_params), "latency_us": float("nan"), "train_s": float("nan"),
+                     "val_acc": float("nan"), **score, "needs_time": _needs_time(score["task"], tasks),
+                     "chance": chances[score["task"]]})
+    setup = {
+        "data": _data_label(trainer), "classes": len(datamodule.classes), "modality": datamodule.preprocessing.modality,
+        "train clips": len(datamodule.split("train")), "validation clips": len(datamodule.split("val")),
+        "test clips": len(datamodule.split("test")), "epochs": trainer.epochs or trainer.config_epochs,
+        "seeds": len(seeds), "learning-rate grid": ", ".join(f"{lr:g}" for lr in budget.lrs),
+        "hidden sizes": ", ".join(map(str, budget.hidden)), "torch threads": torch.get_num_threads(),
+        "budget": "quick" if args.quick else "default",
+    }
+    setup["wall time"] = f"{(time.perf_counter() - started) / 60:.1f} min"
+    written = write_report(output, rows, conditions, tasks, choices, setup, make_plots=not args.no_plots)
     print(f"report: {written[0]}")
-    return {"rows": rows, "summary": summary}
+    return {"rows": rows, "choices": choices}
+
+
+def _labels(loader) -> np.ndarray:
+    return np.concatenate([batch["y"].numpy() for batch in loader])
+
+
+def _needs_time(task: str, tasks: list[dict]):
+    if task == "all":
+        return any(t["needs_time"] is True for t in tasks) or "unknown"
+    return next(t["needs_time"] for t in tasks if t["task"] == task)
+
+
+def _head_options(head: str) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(head_entry(head).factory).parameters)
+
+
+def _data_label(trainer: Trainer) -> str:
+    dm = trainer.datamodule
+    if trainer.builtin:
+        return f"built-in dataset ({dm.modality}, {dm.config.size} x {dm.config.size}, {dm.config.steps} steps)"
+    name = getattr(getattr(dm, "hparams", {}), "get", lambda *_: None)("dataset")
+    return f"{type(dm).__name__}" + (f" ({name})" if name else "")
+
+
+def run_checkpoints(args: argparse.Namespace, budget: Budget) -> dict:
+    """Compare trained checkpoints (built-in dataset) under the conditions, one row set per file."""
+    from perception.training.data import SyntheticDataModule
+
+    paths = _names(args.checkpoints, "--checkpoints")
+    data, loaded = None, []
+    for path in paths:
+        raw = read_checkpoint(path)
+        options = raw.get("datamodule_hyper_parameters")
+        if not isinstance(options, dict) or "modality" not in options or "fps_range" not in options:
+            raise PerceptionError(f"{path}: not trained on the built-in dataset (--checkpoints compares those)")
+        key = {k: options.get(k) for k in ("modality", "size", "steps", "classes", "bins", "normalize", "fps_range",
+                                           "jitter", "seed")}
+        if data is not None and key != data:
+            raise PerceptionError(f"{path}: trained on other data than {paths[0]} ({key} vs {data})")
+        data = key
+        loaded.append(load_checkpoint(path).model.eval())
+    test_size = args.test_size or budget.builtin["test_size"]
+    datamodule = SyntheticDataModule(modality=data["modality"], size=data["size"], steps=data["steps"],
+                                     classes=data["classes"], bins=data["bins"] or 5, normalize=data["normalize"],
+                                     fps_range=tuple(data["fps_range"]), jitter=data["jitter"], seed=data["seed"],
+                                     train_size=64, val_size=32, test_size=test_size)
+    tasks = tasks_of(datamodule)
+    sets = ConditionSets(datamodule, batch_size=32)
+    conditions = sets.names()
+    labels = _labels(sets.loader("train_timing", 1.0))
+    chances = {"all": chance(labels, list(range(len(datamodule.classes))))}
+    chances.update({t["task"]: chance(labels, t["classes"]) for t in tasks})
+    frame_shape = (datamodule.in_channels, data["size"], data["size"])
+    rows = []
+    for path, model in zip(tqdm(paths, desc="evaluate", unit="model"), loaded):
+        base = {"head": model.head_name, "hidden": model.head_kwargs.get("hidden_size", ""), "seed": 0, "lr": "",
+                "time_aware": head_entry(model.head_name).time_aware, "params": count_parameters(model),
+                "ops_per_step": ops_per_step(model, frame_shape, sets.loader("train_timing", float(model.time_scale))),
+                "latency_us": step_latency_us(model, frame_shape), "train_s": float("nan"), "val_acc": float("nan"),
+                "checkpoint": str(path)}
+        for score in _score(model, sets, conditions, tasks, float(model.time_scale)):
+            rows.append({**base, **score, "needs_time": _needs_time(score["task"], tasks), "chance": chances[score["task"]]})
+    setup = {"data": f"built-in dataset ({data['modality']}, {data['size']} x {data['size']})",
+             "checkpoints": ", ".join(paths), "test clips": test_size, "seeds": 1,
+             "torch threads": torch.get_num_threads()}
+    written = write_report(Path(args.output), rows, conditions, tasks, {}, setup, make_plots=not args.no_plots)
+    print(f"report: {written[0]}")
+    return {"rows": rows, "choices": {}}

@@ -130,11 +130,16 @@ def train(argv: list[str]) -> int:
     """Run ``perception train ARGV``; returns the exit status (130 / 143 when a signal stopped it:
     ``perception.training.interrupt``)."""
     with StopSignals() as stop:
-        try:
-            cli = _build_cli(resolve_config_names(list(argv)))
-        except (ValueError, MisconfigurationException) as exc:  # a bad value met while building the classes
-            raise user_error_in(exc) from None
-        return _run(cli, stop, list(argv))
+        return _run(build_cli(argv), stop, list(argv))
+
+
+def build_cli(argv: list[str]) -> PerceptionCLI:
+    """The model, data module and trainer of ``perception train ARGV``, built but not fitted
+    (``perception evaluate`` trains each head through this too)."""
+    try:
+        return _build_cli(resolve_config_names(list(argv)))
+    except (ValueError, MisconfigurationException) as exc:  # a bad value met while building the classes
+        raise user_error_in(exc) from None
 
 
 def _build_cli(argv: list[str]) -> PerceptionCLI:

@@ -29,6 +29,8 @@ from data import (
     nominal_period,
     s_to_us,
 )
+from data.augment import create_augmentation
+from data.errors import DataError
 from data.synthetic import (
     DEFAULT_SIZES,
     SyntheticConfig,
@@ -300,9 +302,16 @@ class EventDataModule(FolderDataModule):
         representation: ``data.create_representation`` options (default a 5-bin signed voxel grid).
         max_steps: keep at most this many windows per recording.
         downsample: integer factor dividing the sensor's sides.
-        cache_dir: where computed clips are cached (None: no cache).
+        cache_dir: where computed clips are cached (None: no cache; training clips are never cached
+            when ``augment`` is set, since they change every epoch).
         download: download through tonic when the files are missing.
         val_fraction: part of the training split held out for validation.
+        augment: event augmentations of the training split only, applied to each whole recording at
+            full resolution before windowing: name -> options, in order (``data.augment``'s registry,
+            e.g. ``{translate: {max_shift: 2}, drop_events: {fraction: 0.1}}``); None: none. Their
+            draws come from ``(seed, epoch, index)``, so a run (and a resumed one) is reproducible;
+            validation and test clips are never augmented.
+        seed: the validation hold-out's seed and the augmentations' base seed.
     """
 
     def __init__(
@@ -318,12 +327,17 @@ class EventDataModule(FolderDataModule):
         cache_dir: str | None = None,
         download: bool = False,
         val_fraction: float = 0.1,
+        augment: dict[str, dict[str, Any] | None] | None = None,
         seed: int = 0,
         batch_size: int = 16,
         num_workers: int = 0,
     ) -> None:
         super().__init__(batch_size, num_workers)
         self.save_hyperparameters()
+        try:
+            self.augment = create_augmentation(augment) if augment else None
+        except DataError as error:
+            raise PerceptionError(f"data.augment: {error}") from None
         if dataset not in list_event_datasets():
             raise PerceptionError(f"data.dataset: unknown {dataset!r}; choose one of: {', '.join(list_event_datasets())}")
         if not 0 < val_fraction < 1:
@@ -342,13 +356,15 @@ class EventDataModule(FolderDataModule):
             for split in ("train", "test"):
                 EventClipDataset(self.hparams.dataset, split=split, download=True, **self.options)
 
-    def _full(self, split: str) -> EventClipDataset:
-        return EventClipDataset(self.hparams.dataset, split=split, **self.options)
+    def _full(self, split: str, augmented: bool = False) -> EventClipDataset:
+        transform = self.augment if augmented else None
+        return EventClipDataset(self.hparams.dataset, split=split, transform=transform, **self.options)
 
     def make_split(self, split: str) -> Dataset:
         if split == "test":
             return self._full("test")
-        full = self._full("train")
+        # The training split's recordings with the augmentations, the held-out ones without.
+        full = self._full("train", augmented=split == "train")
         train, val = hold_out(np.random.default_rng(self.seed).permutation(len(full)), self.val_fraction)
         return Subset(full, val if split == "val" else train)
 

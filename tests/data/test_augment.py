@@ -30,6 +30,8 @@ WRAPPERS = [
     aug.TemporalJitter(sigma_us=500.0),
     aug.BackgroundNoise(rate_hz=20.0),
     aug.HotPixels(count=3, rate_hz=2_000.0),
+    aug.RandomTranslate(max_shift=3),
+    aug.TimeStretch(max_factor=1.5),
     aug.Compose([aug.FlipX(p=0.5), aug.SpatialJitter(sigma=1.0), aug.BackgroundNoise(rate_hz=5.0)]),
 ]
 
@@ -150,8 +152,70 @@ def test_hot_pixels():
         (lambda e: aug.DropEvents(fraction=2), r"fraction must be a number \[0.0, 1.0\]"),
         (lambda e: aug.HotPixels(count=-1), "count must be a non-negative integer"),
         (lambda e: aug.Compose([3]), "not callable"),
+        (lambda e: aug.translate(e, SENSOR, 1.5, 0), "dx must be an integer number of pixels"),
+        (lambda e: aug.time_stretch(e, 0.0), "factor must be a positive number"),
+        (lambda e: aug.RandomTranslate(max_shift=-1), "max_shift must be a non-negative integer"),
+        (lambda e: aug.TimeStretch(max_factor=0.5), r"max_factor must be a number >= 1.0"),
     ],
 )
 def test_bad_arguments(call, match):
     with pytest.raises(DataError, match=match):
         call(random_events(50))
+
+
+def test_translate_moves_every_event_and_drops_those_that_leave():
+    events = random_events(5_000)
+    moved = aug.translate(events, SENSOR, 3, -2)
+    kept = (events["x"] + 3 < SENSOR[0]) & (events["y"].astype(int) - 2 >= 0)
+    assert moved.size == kept.sum() < events.size
+    assert np.array_equal(moved["x"], events["x"][kept] + 3) and np.array_equal(moved["y"], events["y"][kept] - 2)
+    assert np.array_equal(moved["t"], events["t"][kept]) and np.array_equal(moved["p"], events["p"][kept])
+    assert np.array_equal(aug.translate(events, SENSOR, 0, 0), events)
+    seen = set()
+    for seed in range(40):  # RandomTranslate: one shift per window, each in [-2, 2]
+        out = aug.RandomTranslate(2)(make_events([10, 11], [6, 6], [0, 1], [1, 1]), SENSOR, np.random.default_rng(seed))
+        dx, dy = int(out["x"][0]) - 10, int(out["y"][0]) - 6
+        assert out["x"][1] - out["x"][0] == 1 and abs(dx) <= 2 and abs(dy) <= 2
+        seen.add((dx, dy))
+    assert len(seen) > 10
+
+
+def test_time_stretch_scales_time_from_the_first_event_and_keeps_the_order():
+    events = make_events([1, 2, 3, 4], [0, 0, 0, 0], [1_000, 1_000, 2_000, 11_000], [1, 0, 1, 0])
+    slow = aug.time_stretch(events, 2.0)
+    assert slow["t"].tolist() == [1_000, 1_000, 3_000, 21_000]
+    assert np.array_equal(slow[["x", "y", "p"]], events[["x", "y", "p"]])
+    assert aug.time_stretch(events, 0.5)["t"].tolist() == [1_000, 1_000, 1_500, 6_000]
+    factors = []
+    for seed in range(50):
+        out = aug.TimeStretch(1.25)(events, SENSOR, np.random.default_rng(seed))
+        factors.append((out["t"][-1] - 1_000) / 10_000)
+    assert 0.8 - 1e-3 <= min(factors) < 0.9 and 1.1 < max(factors) <= 1.25 + 1e-3
+
+
+def test_create_augmentation_builds_the_named_chain_in_order():
+    chain = aug.create_augmentation({"translate": {"max_shift": 2}, "drop_events": {"fraction": 0.1},
+                                     "time_stretch": None})
+    assert chain == aug.Compose((aug.RandomTranslate(2), aug.DropEvents(0.1), aug.TimeStretch()))
+    assert aug.create_augmentation({}) == aug.Compose(())
+    assert {"translate", "time_stretch", "drop_events", "flip_x", "spatial_jitter"} <= set(aug.list_augmentations())
+
+
+@pytest.mark.parametrize(
+    "config, match",
+    [
+        ({"flip_z": {}}, "unknown 'flip_z'; choose from background_noise, drop_area"),
+        ({"drop_events": {"fraction": 0.1, "p": 1}}, "keys from fraction"),
+        ({"drop_events": 0.1}, "options must be a mapping"),
+        ({"drop_events": {"fraction": 3}}, "fraction must be a number"),
+        ([("drop_events", {})], "expected a mapping of name -> options"),
+    ],
+)
+def test_create_augmentation_refuses_bad_configs(config, match):
+    with pytest.raises(DataError, match=match):
+        aug.create_augmentation(config)
+
+
+def test_registry_refuses_duplicate_names():
+    with pytest.raises(ValueError, match="already registered"):
+        aug.register_augmentation("flip_x")(aug.FlipY)

@@ -1,4 +1,4 @@
-"""The built-in synthetic dataset: contracts, determinism, splits, and the three kinds of pairs."""
+"""The built-in synthetic dataset: contracts, determinism, splits, and the tasks of its pairs."""
 from dataclasses import replace
 
 import numpy as np
@@ -10,6 +10,9 @@ from data.errors import DataError
 from data.events import check_events
 from data.synthetic import (
     ALL_CLASSES,
+    DEFAULT_CLASSES,
+    FLASH_STEPS,
+    TASKS,
     FALL_TRAVEL,
     SyntheticConfig,
     SyntheticMotionDataset,
@@ -23,7 +26,11 @@ from data.synthetic import (
     partners,
 )
 
-CLEAN = SyntheticConfig(frame_noise=0.0, texture=0.0)  # a flat background: the object is easy to locate
+# A flat background: the object is easy to locate. The moving classes, in the order their statistical
+# checks were set with; FLASHES for the default set.
+CLEAN = SyntheticConfig(frame_noise=0.0, texture=0.0, classes=("square", "circle", "swipe_left", "swipe_right",
+                                                               "rotate_cw", "rotate_ccw", "fall_slow", "fall_fast"))
+FLASHES = replace(CLEAN, classes=DEFAULT_CLASSES)
 
 
 def _centroids(frames: np.ndarray) -> np.ndarray:
@@ -42,12 +49,14 @@ def _clips_of(name: str, count: int, config=CLEAN, split="train"):
 
 def test_class_tables_are_consistent():
     names = class_names()
-    assert names == ALL_CLASSES and len(names) == 8
+    assert names == DEFAULT_CLASSES and len(names) == 8
     kinds, mates = pair_kinds(), partners()
-    assert set(kinds.values()) == {"appearance", "order", "speed"}
-    for name in names:
-        assert mates[mates[name]] == name and mates[name] != name
-        assert kinds[mates[name]] == kinds[name]
+    assert set(kinds.values()) == {"appearance", "order", "duration", "speed"}
+    assert [task for task in dict.fromkeys(kinds.values()) if TASKS[task]] == ["order", "duration", "speed"]
+    everything = pair_kinds(SyntheticConfig(classes=ALL_CLASSES))
+    for name in ALL_CLASSES:
+        assert mates[mates[name]] == name and mates[name] != name if name in mates else True
+        assert everything[partners(SyntheticConfig(classes=ALL_CLASSES))[name]] == everything[name]
 
 
 @pytest.mark.parametrize("modality", ["frames", "events"])
@@ -91,7 +100,10 @@ def test_events_modality_windows_and_representation():
         assert clip.events["t"][0] > -clip.period * 1e6 and clip.events["t"][-1] <= clip.t[-1] * 1e6 + 1
         x = ds[i]["x"]
         assert x.shape == (12, 6, 64, 64)
-        assert (x.sum(dim=(1, 2, 3)) > 0).all()                    # every step's window has events
+        if ds.info(i)["class"] in ("square", "circle", "fall_slow", "fall_fast"):  # moving: events in every window
+            assert (x.sum(dim=(1, 2, 3)) > 0).all()
+        else:                                                        # flashes: only at onsets and offsets
+            assert 2 <= int((x.sum(dim=(1, 2, 3)) > 0).sum()) <= 4
         assert x.sum() == pytest.approx(clip.events.size, rel=1e-4)  # split channels count every event once
 
 
@@ -251,7 +263,8 @@ def test_speed_pair_same_pixels_per_step_different_speed():
         (lambda: SyntheticMotionDataset("train", size=0), "size"),
         (lambda: SyntheticMotionDataset("train", seed=-1), "seed"),
         (lambda: SyntheticConfig(classes=("square", "triangle")), "triangle"),
-        (lambda: SyntheticConfig(fps_range=(10, 60)), "speed pair"),
+        (lambda: SyntheticConfig(fps_range=(10, 60)), "speed and duration pairs"),
+        (lambda: SyntheticConfig(rate=0), "rate"),
         (lambda: SyntheticConfig(jitter=1.0), "jitter"),
         (lambda: SyntheticConfig(representation={"name": "voxels"}), "voxel_grid"),
     ],
@@ -266,7 +279,7 @@ def test_a_subset_of_classes():
     ds = SyntheticMotionDataset("train", size=6, config=config)
     assert ds.classes == ("swipe_left", "swipe_right") and sorted(set(ds.labels)) == [0, 1]
     assert [ds.info(i)["class"] for i in range(3)] == ["swipe_left", "swipe_right", "swipe_left"]
-    assert pair_kinds(config) == {"swipe_left": "order", "swipe_right": "order"}
+    assert pair_kinds(config) == {"swipe_left": "direction", "swipe_right": "direction"}
     assert replace(config, size=32).size == 32
 
 
@@ -290,3 +303,78 @@ def test_event_windows_lie_between_observations_and_merge_when_dropped():
     np.testing.assert_allclose(ds.times(1, keep), ds.times(1)[keep])
     assert ds.perturbed(1, np.random.default_rng(0))["t"].numpy().tolist() == ds.times(1).tolist()
     assert window_spec(58_900) == WindowSpec.frames(58_900, drop_last=True)
+
+
+def _shown(clip, frames=None) -> np.ndarray:
+    """(T,) bool: the frames where some shape is visible (over a flat background)."""
+    frames = (clip.frames if frames is None else frames).astype(np.float64)
+    return np.abs(frames - np.median(frames, axis=(1, 2), keepdims=True)).max(axis=(1, 2)) > 20
+
+
+def test_order_pair_shows_one_shape_at_a_time_and_differs_only_in_order():
+    for seed in range(20):
+        one = _draw_scene(np.random.default_rng(seed), _BY_NAME["square_then_ring"], CLEAN)
+        other = _draw_scene(np.random.default_rng(seed), _BY_NAME["ring_then_square"], CLEAN)
+        assert [f[0] for f in one["flashes"]] == ["square", "ring"] and [f[0] for f in other["flashes"]] == ["ring", "square"]
+        assert [f[1:] for f in one["flashes"]] == [f[1:] for f in other["flashes"]]   # same places and times
+        (_, _, on0, off0), (_, _, on1, off1) = one["flashes"]
+        # the gap is longer than any observation interval (at most 1 + jitter periods): no event window
+        # holds the end of one shape and the start of the other
+        assert on1 - off0 > (1 + 0.9) * one["period"] and off0 > on0 and off1 > on1
+    for clip in _clips_of("square_then_ring", 10, FLASHES) + _clips_of("ring_then_square", 10, FLASHES):
+        shown = _shown(clip)
+        assert 1 <= shown.sum() <= 8
+        (_, on0, off0), (_, on1, off1) = clip.info["flashes"]
+        assert not _shown(clip)[(clip.t >= off0) & (clip.t < on1)].any()          # blank between the two
+
+
+def test_order_pair_event_windows_hold_one_transition_each():
+    config = replace(FLASHES, size=32)
+    for name in ("square_then_ring", "ring_then_square"):
+        for clip_index in range(4):
+            index = config.classes.index(name) + clip_index * len(config.classes)
+            ds = SyntheticMotionDataset("train", index + 1, "events", 0, config)
+            changes = [t for _, on, off in ds.info(index)["flashes"] for t in (on, off)]
+            for window in ds.windows(index):
+                inside = [c for c in changes if window.t_start_us / 1e6 <= c < window.t_end_us / 1e6 + 1e-3]
+                assert len(inside) <= 1 or window.events.size == 0
+
+
+def test_duration_pair_same_frames_shown_different_seconds():
+    counts, seconds = {}, {}
+    for name in ("flash_short", "flash_long"):
+        clips = _clips_of(name, 40, FLASHES)
+        counts[name] = np.array([_shown(c).sum() for c in clips])
+        seconds[name] = np.array([c.info["flashes"][0][2] - c.info["flashes"][0][1] for c in clips])
+        visible = np.array([(c.info["flashes"][0][2] - c.info["flashes"][0][1]) * c.info["fps"] for c in clips])
+        assert visible.min() >= FLASH_STEPS[0] * 0.999 and visible.max() <= FLASH_STEPS[1] * 1.001
+    # how many frames see the cross: about the same law in both classes; the seconds: separable
+    assert _best_threshold_accuracy(counts["flash_short"], counts["flash_long"]) < 0.7
+    assert seconds["flash_short"].max() < seconds["flash_long"].min()
+
+
+def test_event_counts_per_window_do_not_give_the_time_away():
+    """The leak the built-in sensor once had: background noise made a window's event count grow with
+    its duration. Without it, the mean count per window separates neither time pair."""
+    config = SyntheticConfig(size=32)
+    ds = SyntheticMotionDataset("train", 8 * 40, "events", 0, config)
+    per_window = {name: [] for name in config.classes}
+    for i in range(len(ds)):
+        per_window[ds.info(i)["class"]].append(np.mean([w.events.size for w in ds.windows(i)]))
+    for a, b in (("fall_slow", "fall_fast"), ("flash_short", "flash_long")):
+        assert _best_threshold_accuracy(np.array(per_window[a]), np.array(per_window[b])) < 0.75, (a, b)
+
+
+def test_rate_observes_the_same_scene_more_or_less_often():
+    for rate in (0.25, 4.0):
+        for name in ("fall_fast", "flash_long", "square_then_ring"):
+            base = _draw_scene(np.random.default_rng(3), _BY_NAME[name], FLASHES)
+            other = _draw_scene(np.random.default_rng(3), _BY_NAME[name], replace(FLASHES, rate=rate))
+            for key in base:
+                if key not in ("t", "period"):
+                    np.testing.assert_array_equal(np.asarray(base[key], dtype=object), np.asarray(other[key], dtype=object))
+            assert other["period"] == pytest.approx(base["period"] / rate)
+            assert len(other["t"]) == int(np.ceil((CLEAN.steps - 1) * rate - 1e-9)) + 1
+            assert other["t"][-1] >= base["t"][-1] - 0.5 * base["period"]             # the same span, or more
+    ds = SyntheticMotionDataset("test", 8, "events", 0, SyntheticConfig(size=32, rate=4.0))
+    assert ds[0]["x"].shape[0] == 45

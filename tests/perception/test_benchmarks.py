@@ -63,8 +63,12 @@ def test_benchmark_heads_against_ncps_checks_equal_outputs(tmp_path):
     for key, diff in figures["checks"].items():
         assert diff < 1e-5, key
     assert set(figures["ratios"]) == {"cfc_train_speedup_vs_ncps", "cfc_infer_speedup_vs_ncps",
-                                      "ltc_train_speedup_vs_ncps", "ltc_infer_speedup_vs_ncps"}
+                                      "ltc_train_speedup_vs_ncps", "ltc_infer_speedup_vs_ncps", "cfc_train_vs_lstm"}
     assert all(measured(ratio) for ratio in figures["ratios"].values())
+    versus = figures["cfc_train_vs_lstm"]  # measured interleaved with torch.nn.LSTM in the same run
+    assert versus["rounds"] >= 10 and versus["q1"] <= versus["median"] <= versus["q3"]
+    assert measured(versus["cfc_ms"]) and measured(versus["lstm_ms"])
+    assert "cfc_train_vs_lstm" in figures["targets_met"] and "cfc_step_us" in figures["targets_met"]
 
 
 def test_benchmark_events_measures_ours_and_tonic(tmp_path, capsys):
