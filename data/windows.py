@@ -9,9 +9,12 @@ events arrive all at once or in chunks of any size.
 Rules, for a stream whose first window starts at t0 = ``t_start_us`` (default: the first event's time):
 
 - duration: window k covers the half-open time range [t0 + k * stride, t0 + k * stride + size).
-  A window with no events is still yielded (with an empty array), so time keeps advancing; a long
-  silence therefore yields one empty window per stride (a jump worth more than
-  ``MAX_EMPTY_WINDOWS`` of them is refused as a corrupt timestamp).
+  A window with no events is still yielded (with an empty array), so time keeps advancing through
+  a short silence. A long silence, one that would make more than ``LONG_GAP_WINDOWS`` empty windows
+  in a row, makes none: the next window is the first one that holds an event again, and its dt
+  (its end minus the previous window's end) spans the silence. One step with a large dt is what a
+  continuous-time head integrates exactly, and a silence of days (a paused recording, a corrupt
+  timestamp) then costs one step, not millions.
 - count: window k holds events [k * stride, k * stride + size). Its time range is
   [t of its first event, t of its last event + 1), so t_start_us <= t < t_end_us holds in both
   modes, and the time between consecutive windows' ends is the real, variable dt.
@@ -27,6 +30,10 @@ Rules, for a stream whose first window starts at t0 = ``t_start_us`` (default: t
   stream); ``drop_last=True`` drops it when it is (count: fewer than ``size`` events; duration:
   its end lies after the last event's time + 1). frames: events after the last frame make a
   partial window [last frame, last event + 1) that no frame ends; ``drop_last`` drops it.
+
+No window holds more than ``MAX_WINDOW_EVENTS`` events: a stream that piles more than that into one
+window (a file of zeros: every event at t = 0) is refused with a DataError naming the window, before
+the cutter's buffer grows past it; a count spec of more events is refused when it is made.
 
 Window events are read-only views into the input (or into the cutter's own buffer of the events
 carried over between chunks): nothing is copied per window, and nobody can modify the caller's
@@ -45,7 +52,8 @@ from data.errors import DataError
 from data.events import EVENT_DTYPE, Events, as_events, check_events, concat_events, copy_events
 
 WINDOW_MODES = ("duration", "count", "frames")
-MAX_EMPTY_WINDOWS = 10_000_000  # a bigger jump in time between two events is refused as corrupt
+LONG_GAP_WINDOWS = 100  # a silence worth more empty duration windows in a row is one step (module docstring)
+MAX_WINDOW_EVENTS = 10_000_000  # events in one window: 130 MB of canonical events
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,8 @@ class WindowSpec:
             raise DataError(
                 f"WindowSpec: overlap must be in [0, size) = [0, {self.size}) {unit}; got {self.overlap}"
             )
+        if self.mode == "count" and self.size > MAX_WINDOW_EVENTS:
+            raise DataError(f"WindowSpec: a count window holds at most {MAX_WINDOW_EVENTS:,} events; got {self.size:,}")
         if self.mode == "frames" and self.overlap != 0:
             raise DataError(f"WindowSpec: frames windows do not overlap (overlap 0); got {self.overlap}")
         if not isinstance(self.drop_last, bool):
@@ -203,11 +213,11 @@ class WindowCutter:
 
     def push(self, chunk: Events) -> list[Window]:
         """Add the next chunk (sorted, not earlier than what came before); return completed windows."""
-        return list(self._feed(chunk))
+        return list(self.feed(chunk))
 
-    def _feed(self, chunk: Events) -> Iterator[Window]:
-        """``push`` as a generator (no list of a million windows for a long array); exhaust it
-        before feeding the next chunk."""
+    def feed(self, chunk: Events) -> Iterator[Window]:
+        """``push`` as a generator: the windows one at a time, as they are cut (a chunk that spans
+        many windows never makes a list of them all); exhaust it before feeding the next chunk."""
         if self._finished:
             raise DataError("windows: push() after finish()")
         chunk = as_events(chunk, name="windows: chunk")
@@ -230,8 +240,6 @@ class WindowCutter:
             self._origin = first
         elif self._seen == 0 and first < self._origin and self.spec.mode == "duration":
             raise DataError(f"windows: event at t={first} us is before the first window's start {self._origin} us")
-        if self.spec.mode == "duration":
-            self._check_gaps(times)
         self._last_t = int(chunk["t"][-1])
         self._seen += chunk.size
         self._buffer = chunk if self._buffer.size == 0 else concat_events([self._buffer, chunk])
@@ -239,6 +247,8 @@ class WindowCutter:
             yield from self._cut_duration()
         elif self.spec.mode == "count":
             yield from self._cut_count()
+        else:
+            self._check_pending(self._origin)
 
     def tick(self, t_us: int) -> list[Window]:
         """The stream's frame clock reached a frame at ``t_us``: every event before it has been pushed.
@@ -268,18 +278,14 @@ class WindowCutter:
         self._origin = t_us
         return [window]
 
-    def _check_gaps(self, times: np.ndarray) -> None:
-        """A jump in time that would yield millions of empty windows is a corrupt stream, not a pause."""
-        previous = self._origin if self._last_t is None else self._last_t
-        gap = int(times[0]) - previous
-        # No step of a sorted chunk is longer than its span: the steps are only looked at when the
-        # span could hide a jump too long (never, in a real stream: this is then O(1), not a pass).
-        if (int(times[-1]) - int(times[0])) // self.spec.stride > MAX_EMPTY_WINDOWS:
-            gap = max(gap, int(np.diff(times).max()))
-        if gap // self.spec.stride > MAX_EMPTY_WINDOWS:
+    def _check_pending(self, start: int | None) -> None:
+        """Refuse a window that has gathered more than MAX_WINDOW_EVENTS events (the buffer holds
+        only the events of windows not yet complete)."""
+        if self._buffer.size > MAX_WINDOW_EVENTS:
+            where = "the first window" if start is None else f"the window from t={start} us"
             raise DataError(
-                f"windows: the timestamps jump by {gap} us, which would make more than {MAX_EMPTY_WINDOWS:,} "
-                f"empty {self.spec.size} us windows in a row; the recording's times look corrupt"
+                f"windows: more than {MAX_WINDOW_EVENTS:,} events in {where} ({self.spec.mode} "
+                f"{self.spec.size}); the recording's times look corrupt (all events at one time?)"
             )
 
     def finish(self) -> list[Window]:
@@ -323,11 +329,33 @@ class WindowCutter:
             if self._last_t < start + size:
                 break
             window = self._duration_window(start, start + size)
+            if not len(window):
+                self._skip_long_gap(start)
+                if self._origin + self._next * stride != start:
+                    continue
+            elif len(window) > MAX_WINDOW_EVENTS:
+                raise DataError(
+                    f"windows: {len(window):,} events in the {size} us window from t={start} us, more than "
+                    f"{MAX_WINDOW_EVENTS:,}; the recording's times look corrupt (all events at one time?)"
+                )
             self._next += 1
             yield window
         next_start = self._origin + self._next * stride
         keep = bisect_left(self._buffer["t"], next_start)
         self._buffer = self._own(self._buffer[keep:])
+        self._check_pending(next_start)
+
+    def _skip_long_gap(self, start: int) -> None:
+        """At an empty window starting at ``start``: when the silence ahead makes more than
+        LONG_GAP_WINDOWS empty windows in a row, move on to the first window that holds an event."""
+        stride, size = self.spec.stride, self.spec.size
+        times = self._buffer["t"]
+        after = bisect_left(times, start)  # an event at or after this window's end is buffered
+        t_next = int(times[after])
+        # windows k >= self._next with start_k + size <= t_next are empty; the first that is not:
+        first_holding = max(self._next, -(-(t_next - size + 1 - self._origin) // stride))
+        if first_holding - self._next > LONG_GAP_WINDOWS:
+            self._next = first_holding
 
     def _cut_count(self) -> Iterator[Window]:
         size, stride = self.spec.size, self.spec.stride
@@ -354,7 +382,7 @@ def iter_windows(chunks: Iterable[Events], spec: WindowSpec, *, t_start_us: int 
     """
     cutter = WindowCutter(spec, t_start_us=t_start_us)
     for chunk in chunks:
-        yield from cutter._feed(chunk)
+        yield from cutter.feed(chunk)
     yield from cutter.finish()
 
 

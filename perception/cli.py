@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -91,16 +92,31 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_benchmark(args: argparse.Namespace) -> int:
     from perception._files import write_json
 
-    if args.threads is not None:
-        import torch
-
-        if args.threads < 1:
-            raise _user_error(f"--threads must be at least 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     figures = importlib.import_module(args.module).run(args)
     path = write_json(args.output, figures)
     print(f"figures written to {path}")
     return 0
+
+
+def set_threads(threads: int | None) -> None:
+    """Give torch ``threads`` threads (None: leave torch's choice), at least 1 and at most the cores here."""
+    if threads is None:
+        return
+    import torch
+
+    check_threads(threads)
+    torch.set_num_threads(threads)
+
+
+def check_threads(threads: int | None) -> None:
+    """``--threads``: None, or 1 up to the cores here (more only slows torch down, and 100000
+    threads cannot even start)."""
+    cores = os.cpu_count() or 1
+    if threads is not None and threads < 1:
+        raise _user_error(f"--threads must be at least 1, got {threads}")
+    if threads is not None and threads > cores:
+        raise _user_error(f"--threads {threads}: more than the {cores} cores here; use 1..{cores}")
 
 
 def _run_infer(args: argparse.Namespace) -> int:
@@ -126,8 +142,7 @@ def _run_export(args: argparse.Namespace) -> int:
 
 
 def _run_evaluation(args: argparse.Namespace) -> int:
-    if args.threads is not None and args.threads < 1:
-        raise _user_error(f"--threads must be at least 1, got {args.threads}")
+    check_threads(args.threads)
     from perception.evaluation.run import run
 
     run(args)
@@ -171,9 +186,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"perception {command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("perception: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # perception._signals.Interrupted carries SIGTERM's 143
+        status = getattr(exc, "exit_status", 130)
+        print(f"perception {command}: interrupted ({exc or 'SIGINT'}) before it could stop cleanly", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

@@ -137,8 +137,12 @@ def check(loaded: LoadedCheckpoint, path: Path, fmt: str, pairs) -> tuple[float,
 def run(args: argparse.Namespace) -> int:
     if args.steps < 1:
         raise PerceptionError(f"--steps must be at least 1, got {args.steps}")
-    loaded = load_checkpoint(args.checkpoint)
     path = args.output or args.checkpoint.with_suffix(FORMATS[args.format])
+    if path.is_dir() or not path.name:
+        raise PerceptionError(f"--output {path}: is a folder; expected a file name")
+    if path.resolve() == args.checkpoint.resolve():
+        raise PerceptionError(f"--output {path}: is the checkpoint; writing there would destroy it (give --output)")
+    loaded = load_checkpoint(args.checkpoint)
     try:
         export(loaded, path, args.format)
     except (RuntimeError, torch.jit.Error, NotImplementedError) as exc:

@@ -20,7 +20,7 @@ import numpy as np
 
 from data.files import AtomicFile
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: a long silence is one window (data.windows.LONG_GAP_WINDOWS), not many empty ones
 _UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
 
 

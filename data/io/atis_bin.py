@@ -5,6 +5,9 @@ microseconds (byte 2 bits 6..0, bytes 3 and 4). A record with y == 240 is not an
 timestamp overflow and adds 2**13 us to every later event (the datasets' own MATLAB reader does
 this, and so does tonic). The file has no header: the sensor size comes from the caller, else the
 largest coordinate + 1 (N-MNIST is 34 x 34; N-Caltech101 images vary, about 240 x 180).
+
+Decoding is compiled with numba when it is installed (a few ns an event, so a 2 GB file is read
+in seconds, not minutes), else done in numpy; both give the same events (tests compare them).
 """
 from __future__ import annotations
 
@@ -17,6 +20,11 @@ from data.errors import DataError
 from data.events import EVENT_DTYPE, Events, SensorSize
 from data.io._base import EventReader, check_body_length, empty_events
 from data.io._registry import register_format, register_writer
+
+try:
+    import numba
+except ImportError:  # the numpy decoder serves, slower
+    numba = None
 
 RECORD = 5
 OVERFLOW_Y = 240
@@ -36,23 +44,11 @@ class AtisBinReader(EventReader):
     @staticmethod
     def _decode(raw: np.ndarray, overflows_before: int) -> tuple[Events, int]:
         """Decode (N, 5) uint8 records; returns the events and the overflow count so far."""
-        y = raw[:, 1]
-        marker = y == OVERFLOW_Y
-        overflows = np.cumsum(marker) + overflows_before
-        keep = ~marker
-        rows = raw[keep]
-        t = (
-            ((rows[:, 2].astype(np.int64) & 0x7F) << 16)
-            | (rows[:, 3].astype(np.int64) << 8)
-            | rows[:, 4].astype(np.int64)
-        )
-        events = np.empty(len(rows), dtype=EVENT_DTYPE)
-        events["x"] = rows[:, 0]
-        events["y"] = rows[:, 1]
-        events["t"] = t + overflows[keep] * OVERFLOW_STEP
-        events["p"] = rows[:, 2] >> 7
-        total = int(overflows[-1]) if len(overflows) else overflows_before
-        return events, total
+        if numba is not None:
+            events = np.empty(len(raw), dtype=EVENT_DTYPE)
+            kept, total = _decode_compiled(raw, overflows_before, events)
+            return events[:kept], int(total)
+        return decode_numpy(raw, overflows_before)
 
     def chunks(self, chunk_size: int) -> Iterator[Events]:
         overflows = 0
@@ -69,6 +65,51 @@ class AtisBinReader(EventReader):
         if len(raw) != self.size:
             raise DataError(f"{self.path}: the file changed while being read")
         return self._decode(raw.reshape(-1, RECORD), 0)[0] if len(raw) else empty_events()
+
+
+def decode_numpy(raw: np.ndarray, overflows_before: int) -> tuple[Events, int]:
+    """``AtisBinReader._decode`` in numpy (about 150 ns an event; compiled: a few)."""
+    y = raw[:, 1]
+    marker = y == OVERFLOW_Y
+    overflows = np.cumsum(marker) + overflows_before
+    keep = ~marker
+    rows = raw[keep]
+    t = (
+        ((rows[:, 2].astype(np.int64) & 0x7F) << 16)
+        | (rows[:, 3].astype(np.int64) << 8)
+        | rows[:, 4].astype(np.int64)
+    )
+    events = np.empty(len(rows), dtype=EVENT_DTYPE)
+    events["x"] = rows[:, 0]
+    events["y"] = rows[:, 1]
+    events["t"] = t + overflows[keep] * OVERFLOW_STEP
+    events["p"] = rows[:, 2] >> 7
+    total = int(overflows[-1]) if len(overflows) else overflows_before
+    return events, total
+
+
+def _decode_py(raw, overflows_before, out):  # pragma: no cover (numba)
+    """Compiled decode: the events of ``raw`` (N, 5) into ``out``; returns (events kept, overflows)."""
+    overflows = overflows_before
+    kept = 0
+    for i in range(raw.shape[0]):
+        y = raw[i, 1]
+        if y == OVERFLOW_Y:
+            overflows += 1
+            continue
+        b2 = raw[i, 2]
+        e = out[kept]
+        e.x = raw[i, 0]
+        e.y = y
+        e.t = ((np.int64(b2) & 0x7F) << 16 | np.int64(raw[i, 3]) << 8 | np.int64(raw[i, 4])) \
+            + overflows * OVERFLOW_STEP
+        e.p = b2 >> 7
+        kept += 1
+    return kept, overflows
+
+
+if numba is not None:
+    _decode_compiled = numba.njit(cache=True, nogil=True)(_decode_py)
 
 
 @register_writer("atis_bin")

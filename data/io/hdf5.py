@@ -4,8 +4,10 @@ Layout: datasets ``events/x``, ``events/y``, ``events/t``, ``events/p`` (equal l
 an optional scalar ``t_offset`` (microseconds added to ``events/t``) and ``ms_to_idx`` (index of the
 first event at or after each millisecond, relative to ``t_offset``). DSEC itself does not store the
 sensor size (its cameras are 640 x 480); we write it as root attributes ``width`` and ``height`` and
-read it from there when present. Reading streams by slices, never the whole file. DSEC's published
-files are Blosc-compressed: reading them needs the ``hdf5plugin`` package, imported when installed.
+read it from there when present. Reading streams by slices, never the whole file. A dataset that
+declares more values than the file stores (HDF5 would read its fill value) is refused when opened.
+DSEC's published files are Blosc-compressed: reading them needs the ``hdf5plugin`` package,
+imported when installed.
 """
 from __future__ import annotations
 
@@ -57,6 +59,7 @@ class Hdf5Reader(EventReader):
                         f"{path}: events/{name} must be a 1-D integer dataset, got {dataset.shape} {dataset.dtype}"
                     )
                 lengths.add(dataset.shape[0])
+                _check_stored(path, f"events/{name}", dataset)
             if len(lengths) != 1:
                 raise DataError(f"{path}: events/x, y, t, p have different lengths {sorted(lengths)}")
             self.count = lengths.pop()
@@ -87,6 +90,27 @@ class Hdf5Reader(EventReader):
 
     def read_all(self) -> Events:
         return next(self.chunks(max(self.count, 1)), np.empty(0, dtype=EVENT_DTYPE))
+
+
+def _check_stored(path: Path, name: str, dataset) -> None:
+    """Refuse a dataset that declares more values than the file stores: HDF5 reads what was never
+    written as its fill value, so a 3 KB file can declare 2e9 events that would stream forever.
+    Contiguous: its bytes must lie inside the file. Chunked (compressed): every chunk must exist."""
+    count = dataset.shape[0]
+    if count == 0 or dataset.id.get_create_plist().get_layout() == _h5py().h5d.COMPACT:
+        return  # compact: the values are in the header itself
+    if dataset.chunks is None:
+        offset = dataset.id.get_offset()
+        if offset is None or dataset.id.get_storage_size() < dataset.nbytes \
+                or offset + dataset.nbytes > path.stat().st_size:
+            raise DataError(f"{path}: {name} declares {count:,} values ({dataset.nbytes:,} bytes) but the "
+                            f"{path.stat().st_size:,}-byte file does not hold them")
+        return
+    expected = -(-count // dataset.chunks[0])
+    stored = dataset.id.get_num_chunks()
+    if stored < expected:
+        raise DataError(f"{path}: {name} declares {count:,} values in {expected:,} chunks but the file stores "
+                        f"only {stored:,} of them")
 
 
 @register_writer("hdf5")

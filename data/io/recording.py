@@ -82,7 +82,7 @@ def _open(
     path: PathLike, sensor_size: object, format: str | None
 ) -> tuple[FormatSpec, EventReader, SensorSize | None, str]:
     """Check the path, pick the format, parse the header, and resolve the sensor size if known."""
-    path = Path(os.fspath(path))
+    path = as_path(path)
     requested = None if sensor_size is None else parse_sensor_size(sensor_size)
     spec = get_format(format, path) if format is not None else None
     check_readable(path)
@@ -105,6 +105,15 @@ def _open(
     if reader.fallback_size is not None:
         return spec, reader, reader.fallback_size, reader.fallback_note or "format fallback"
     return spec, reader, None, "largest coordinate + 1"
+
+
+def as_path(path: object, what: str = "path") -> Path:
+    """``path`` (a str or an os.PathLike naming a str) as a Path; a DataError for anything else
+    (bytes, None, a number): a path of the wrong type is a user's mistake, not a TypeError."""
+    name = os.fspath(path) if isinstance(path, (str, os.PathLike)) else path
+    if not isinstance(name, str) or not name:
+        raise DataError(f"{what}: expected a file path (str or os.PathLike), got {path!r:.80}")
+    return Path(name)
 
 
 def _in_order(path: Path, chunks: Iterable[Events], repair: bool) -> Iterator[Events]:
@@ -274,7 +283,7 @@ def write_events(
         DataError: an unwritable format, events out of order or outside the sensor, values the
             format cannot hold, or a folder that does not exist.
     """
-    path = Path(os.fspath(path))
+    path = as_path(path)
     spec = writer_for(path, format)
     size = parse_sensor_size(sensor_size)
     events = check_events(as_events(events, f"{path}: events"), size, name=f"{path}: events")

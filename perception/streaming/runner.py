@@ -44,11 +44,17 @@ class StepResult:
     def record(self) -> dict:
         """The JSON-lines record of this step."""
         out = {"step": self.index, "t": round(self.t, 6), "dt": round(self.dt, 6), "label": self.label,
-               "score": round(self.score, 6), "probs": [round(float(p), 6) for p in self.probs],
+               "score": _number(self.score), "probs": [_number(p) for p in self.probs],
                "skipped": self.skipped, "latency_ms": round(self.latency_ms, 3)}
         if self.n_events is not None:
             out["events"] = self.n_events
         return out
+
+
+def _number(value: float) -> float | None:
+    """A probability for JSON: rounded to 6 decimals; None (null) when not finite, which JSON cannot hold."""
+    value = float(value)
+    return round(value, 6) if np.isfinite(value) else None
 
 
 class Reservoir:

@@ -1,7 +1,11 @@
 """Where streaming results go: JSON lines, an annotated video, a live window.
 
-Files are written to a temporary name beside the target and renamed when the stream ends (also on
-Ctrl-C or a camera that disconnects), so a crash never leaves half a file under the final name.
+Files are written to a temporary name beside the target and renamed onto it by ``close(keep=True)``
+when the stream ends (also on SIGINT / SIGTERM, or a live camera that fails: its steps cannot be
+recorded again); ``close(keep=False)``, for a recording whose run failed, removes the temporary file
+and leaves the previous one untouched. So a crash never leaves half a file under the final name. A
+write that fails (a full disk) is one PerceptionError line naming the file, and that file is never
+kept; ``close`` may be called again, and then does nothing.
 """
 from __future__ import annotations
 
@@ -26,20 +30,66 @@ HISTORY = 120          # steps shown in the plot
 MIN_DISPLAY_H = 240    # small model inputs (event images) are scaled up to at least this height
 
 
+def _write_failed(path: Path, error: OSError) -> PerceptionError:
+    detail = error.strerror or str(error) or type(error).__name__
+    return PerceptionError(f"{path}: writing failed ({detail}); the previous file is untouched")
+
+
+class _PendingFile:
+    """The temporary file of a sink's target, kept (renamed onto it) or discarded once."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.pending = atomic_file(self.path)
+        self.closed = False
+        self.broken = False  # a write failed: the file is incomplete and is never kept
+
+    def failed(self, error: OSError) -> PerceptionError:
+        """Mark the file broken; the one-line error to raise."""
+        self.broken = True
+        return _write_failed(self.path, error)
+
+    def finish(self, keep: bool, close_writer) -> None:
+        """Close the writer (``close_writer(keep)``), then keep or discard the file; OSError -> one line."""
+        if self.closed:
+            return
+        self.closed = True
+        keep = keep and not self.broken
+        try:
+            close_writer(keep)
+        except OSError as exc:
+            self.pending.discard()
+            if keep:
+                raise _write_failed(self.path, exc) from None
+            return  # discarded anyway
+        except BaseException:
+            self.pending.discard()
+            raise
+        if not keep:
+            self.pending.discard()
+            return
+        try:
+            self.pending.commit()  # removes the temporary file when the rename fails
+        except OSError as exc:
+            raise _write_failed(self.path, exc) from None
+
+
 class JsonlSink:
     """One JSON object per step: t, dt, label, score, probs, skipped, latency_ms (and events)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.pending = atomic_file(self.path)  # renamed onto the path when the stream closes
-        self.file = self.pending.tmp.open("w")
+        self.out = _PendingFile(self.path)  # renamed onto the path when the stream closes
+        self.file = self.out.pending.tmp.open("w")
 
     def write(self, result: StepResult) -> None:
-        self.file.write(json.dumps(result.record()) + "\n")
+        try:
+            self.file.write(json.dumps(result.record(), allow_nan=False) + "\n")
+        except OSError as exc:
+            raise self.out.failed(exc) from None
 
-    def close(self) -> None:
-        self.file.close()
-        self.pending.commit()
+    def close(self, keep: bool = True) -> None:
+        self.out.finish(keep, lambda keep: self.file.close())
 
 
 class Overlay:
@@ -87,7 +137,8 @@ class VideoSink:
     def __init__(self, path: Path, classes: list[str]) -> None:
         self.path = Path(path)
         self.overlay = Overlay(classes)
-        self.pending = atomic_file(self.path)  # renamed onto the path when the stream closes
+        self.out = _PendingFile(self.path)  # renamed onto the path when the stream closes
+        self.pending = self.out.pending
         self.container = None
         self.last_pts = -1
 
@@ -106,15 +157,21 @@ class VideoSink:
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(canvas), format="rgb24")
         pts = max(self.last_pts + 1, int(round((result.t - self.t0) * 1000)))
         frame.pts, frame.time_base, self.last_pts = pts, Fraction(1, 1000), pts
-        self.container.mux(self.stream.encode(frame))
+        try:
+            self.container.mux(self.stream.encode(frame))
+        except OSError as exc:
+            raise self.out.failed(exc) from None  # close() then only releases the container
 
-    def close(self) -> None:
-        if self.container is None:
-            self.pending.discard()
+    def close(self, keep: bool = True) -> None:
+        self.out.finish(keep and self.container is not None, self._close_container)
+
+    def _close_container(self, keep: bool) -> None:
+        container, self.container = self.container, None
+        if container is None:
             return
-        self.container.mux(self.stream.encode())
-        self.container.close()
-        self.pending.commit()
+        if keep:  # not after a failed write: the muxer is then in an error state
+            container.mux(self.stream.encode())  # flush the encoder
+        container.close()  # writes the MP4 index; on a failed one, only releases it
 
 
 class WindowSink:
@@ -132,7 +189,7 @@ class WindowSink:
         if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
             self.stopped = True
 
-    def close(self) -> None:
+    def close(self, keep: bool = True) -> None:
         cv2.destroyAllWindows()
 
 

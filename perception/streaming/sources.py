@@ -48,6 +48,7 @@ from data import (
     stated_sensor_size,
     us_to_s,
 )
+from data.errors import DataError
 from data.events import Events
 from perception.errors import PerceptionError
 from perception.streaming.event_cameras import open_camera
@@ -186,7 +187,8 @@ def _frames(pairs) -> Iterator[Observation]:
         yield Observation(float(t), "frame", frame)
 
 
-def event_windows(chunks, spec: WindowSpec, *, frame_clock: bool = False) -> Iterator[Observation]:
+def event_windows(chunks, spec: WindowSpec, *, frame_clock: bool = False, name: str | None = None
+                  ) -> Iterator[Observation]:
     """The observations of an event stream's windows, cut by ``spec``.
 
     Args:
@@ -194,14 +196,26 @@ def event_windows(chunks, spec: WindowSpec, *, frame_clock: bool = False) -> Ite
             (events, frame time in microseconds) pairs: the events a camera read out at that frame.
         spec: the checkpoint's windows.
         frame_clock: the chunks come with frames (the simulator's), which end a frames spec's windows.
+        name: the source, named in the cutter's errors (a window past ``data.windows.MAX_WINDOW_EVENTS``).
     """
+    try:
+        yield from _cut(chunks, spec, frame_clock)
+    except DataError as exc:
+        if name is None or str(exc).startswith(name):
+            raise
+        raise DataError(f"{name}: {exc}") from None
+
+
+def _cut(chunks, spec: WindowSpec, frame_clock: bool) -> Iterator[Observation]:
     cutter = WindowCutter(spec, copy=False, frame_clock=frame_clock)
     for chunk in chunks:
         if frame_clock:
             events, frame_us = chunk
-            windows = cutter.push(events) + cutter.tick(frame_us)
+            for window in cutter.feed(events):
+                yield Observation.of_window(window)
+            windows = cutter.tick(frame_us)
         else:
-            windows = cutter.push(chunk)
+            windows = cutter.feed(chunk)  # one at a time: a chunk may span millions of windows
         for window in windows:
             yield Observation.of_window(window)
     for window in cutter.finish():
@@ -233,7 +247,7 @@ def _camera_index(text: str, spec: str, kind: str = "webcam") -> int:
 def _event_camera(spec: str, index: int, window: WindowSpec) -> Source:
     """A live event camera, cut into the checkpoint's windows; merged, never dropped, when the model lags."""
     camera = open_camera(spec, index)
-    return live(Source(spec, "events", True, event_windows(camera.chunks, window), camera.sensor_size,
+    return live(Source(spec, "events", True, event_windows(camera.chunks, window, name=spec), camera.sensor_size,
                        [camera.stop]))
 
 
@@ -261,7 +275,7 @@ def open_source(spec: str, preprocessing: Preprocessing) -> Source:
         _expect(modality, "events", spec)
         size = preprocessing.frame_size
         frames = iter_webcam(index)
-        observations = event_windows(_simulated(frames, size), spec_window, frame_clock=True)
+        observations = event_windows(_simulated(frames, size), spec_window, frame_clock=True, name=spec)
         return live(Source(spec, "events", True, observations, size))
 
     path = Path(inner)
@@ -273,7 +287,8 @@ def open_source(spec: str, preprocessing: Preprocessing) -> Source:
             size = preprocessing.frame_size
             # Simulating costs more than cutting and the model: it is the part that runs ahead.
             return _read_ahead(spec, "events", _simulated(iter_video(path), size),
-                               lambda readouts: event_windows(readouts, spec_window, frame_clock=True), size)
+                               lambda readouts: event_windows(readouts, spec_window, frame_clock=True, name=spec),
+                               size)
         _expect(modality, "frames", spec)
         # The decoder scales and converts in one pass, as the video-folder dataset reads its clips.
         frames = iter_video(path, size=preprocessing.frame_size, grey=preprocessing.channels == 1)
@@ -283,8 +298,8 @@ def open_source(spec: str, preprocessing: Preprocessing) -> Source:
     # The chunks are decoded ahead and the windows cut in the consumer's thread: reading (decoding,
     # order and bounds checks) and cutting + preprocessing + model then cost about the same, so
     # neither thread waits long for the other.
-    return _read_ahead(spec, "events", iter_events(path), lambda chunks: event_windows(chunks, spec_window),
-                       tuple(size))
+    return _read_ahead(spec, "events", iter_events(path),
+                       lambda chunks: event_windows(chunks, spec_window, name=spec), tuple(size))
 
 
 def _expect(modality: str, needed: str, spec: str) -> None:

@@ -17,10 +17,13 @@ import sys
 from pathlib import Path
 
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from perception._signals import StopSignals
 from perception.errors import USER_ERRORS, PerceptionError
 from perception.training.data import ClipDataModule
+from perception.training.interrupt import check_resumable, fit_stoppably, report_stop
 from perception.training.module import PerceptionModule
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -89,6 +92,8 @@ class PerceptionCLI(LightningCLI):
             config.resume = str(newest_last_checkpoint(_loggers(config)))
         if config.resume is not None and not Path(config.resume).is_file():
             raise PerceptionError(f"--resume: {config.resume}: checkpoint not found")
+        if config.resume is not None:
+            check_resumable(config.resume)
         _share_version(_loggers(config))
 
 
@@ -122,8 +127,10 @@ def _share_version(loggers: list) -> None:
 
 
 def train(argv: list[str]) -> int:
-    """Run ``perception train ARGV``; returns the exit status."""
-    return _run(build_cli(argv))
+    """Run ``perception train ARGV``; returns the exit status (130 / 143 when a signal stopped it:
+    ``perception.training.interrupt``)."""
+    with StopSignals() as stop:
+        return _run(build_cli(argv), stop, list(argv))
 
 
 def build_cli(argv: list[str]) -> PerceptionCLI:
@@ -131,7 +138,7 @@ def build_cli(argv: list[str]) -> PerceptionCLI:
     (``perception evaluate`` trains each head through this too)."""
     try:
         return _build_cli(resolve_config_names(list(argv)))
-    except ValueError as exc:  # a bad value met while building the classes, wrapped by jsonargparse
+    except (ValueError, MisconfigurationException) as exc:  # a bad value met while building the classes
         raise user_error_in(exc) from None
 
 
@@ -162,12 +169,14 @@ def user_error_in(exc: BaseException) -> Exception:
     return PerceptionError(text if len(text) <= 400 else text[:397] + "...")
 
 
-def _run(cli: PerceptionCLI) -> int:
+def _run(cli: PerceptionCLI, stop: StopSignals, argv: list[str]) -> int:
     trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
     seed = cli.config.get("seed_everything")
     if isinstance(seed, int) and not isinstance(seed, bool):
         datamodule.shuffle_seed = seed  # the training order follows the run's seed
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cli.config.resume)
+    saver = fit_stoppably(trainer, stop, lambda: trainer.fit(model, datamodule=datamodule, ckpt_path=cli.config.resume))
+    if stop.requested:  # SIGINT / SIGTERM: a resumable checkpoint, how to resume, exit 130 / 143
+        return report_stop(trainer, stop, saver, argv)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
     results = {}
