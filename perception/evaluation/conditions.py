@@ -20,8 +20,10 @@ Every condition is built from the data module's own test split, so it applies to
   need the order of the time steps; a head that ignores dt cannot change. A permutation keeps a
   clip's rate (the sum and the mean of its dt), and a task decided by the rate (a duration or a
   speed over a clip sampled at its own rate) survives it; hence the second control:
-- ``dt_swapped``: the same clips with the dt sequence of another test clip (a fixed pairing), so the
-  timing no longer belongs to the inputs. A head that uses dt loses the tasks that need the real
+- ``dt_swapped``: the same clips with the dt sequence of another test clip, paired by a fixed random
+  permutation without fixed points (so the partner's class is unrelated to the clip's: the built-in
+  splits cycle through their classes, and a pairing by index offset would pair clips of one class),
+  so the timing no longer belongs to the inputs. A head that uses dt loses the tasks that need the real
   time; one that ignores it, again, cannot change.
 
 Every random draw comes from ``default_rng((seed, condition code, clip index))``: each head sees
@@ -88,6 +90,12 @@ def merge_steps(item: dict, keep: np.ndarray, modality: str) -> dict:
     return {**item, "x": x, "t": torch.from_numpy(t[kept])}
 
 
+def derangement(n: int, rng: np.random.Generator) -> np.ndarray:
+    """(n,) a random permutation with no index mapped to itself (the identity when n = 1)."""
+    order = rng.permutation(n)
+    return np.roll(order, 1)[np.argsort(order)] if n > 1 else np.arange(n)
+
+
 def clip_dts(t, default_period: float) -> np.ndarray:
     """(T,) the dt of each step of a clip with times ``t`` (the first by ``data.timing.first_dt``)."""
     t = np.asarray(t, dtype=np.float64)
@@ -113,6 +121,7 @@ class ConditionClips(Dataset):
     def __init__(self, base: Dataset, name: str, modality: str, seed: int, default_period: float) -> None:
         self.base, self.name, self.modality, self.seed = base, name, modality, seed
         self.default_period = default_period
+        self.partners = derangement(len(base), np.random.default_rng((seed, _CODES[name])))
 
     def __len__(self) -> int:
         return len(self.base)
@@ -123,8 +132,8 @@ class ConditionClips(Dataset):
         steps = len(item["t"])
         if self.name == "dt_shuffled":
             return shuffle_dt(item, rng, self.default_period)
-        if self.name == "dt_swapped":  # a fixed derangement: clip i takes the dt of clip (i + n // 2) mod n
-            other = _item(self.base[(index + max(1, len(self.base) // 2)) % len(self.base)])
+        if self.name == "dt_swapped":
+            other = _item(self.base[int(self.partners[index])])
             return swap_dt(item, other["t"], self.default_period)
         if self.name == "drop_0.3":
             keep = rng.random(steps) >= DROP

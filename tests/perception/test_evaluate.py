@@ -144,8 +144,10 @@ def test_builtin_conditions_change_only_what_they_name():
     assert regular == pytest.approx(np.full(11, regular[0]), abs=2e-6)              # a constant rate (to 1 us)
     shuffled = sets.dataset("dt_shuffled")[1]
     assert torch.equal(shuffled["x"], base[1]["x"]) and not torch.equal(shuffled["t"], base[1]["t"])
-    swapped = sets.dataset("dt_swapped")[1]                     # clip 1 takes clip 5's timing (n = 8)
-    assert torch.equal(swapped["x"], base[1]["x"]) and torch.allclose(swapped["t"], base[5]["t"])
+    partners = sets.dataset("dt_swapped").partners               # another clip's timing, never its own
+    assert sorted(partners) == list(range(8)) and (partners != np.arange(8)).all()
+    swapped = sets.dataset("dt_swapped")[1]
+    assert torch.equal(swapped["x"], base[1]["x"]) and torch.allclose(swapped["t"], base[int(partners[1])]["t"])
     assert sets.dataset("drop_0.3")[1]["x"].shape[0] < 12
 
 
