@@ -224,6 +224,7 @@ def plot(summary: list[dict], size_rows: list[dict], tasks: list[dict], conditio
         _bars(ax, summary, trained, [(task, c) for c in conditions], f"{task}: accuracy per condition")
         ax.set_xticklabels(conditions, fontsize=7, rotation=20)
     axes[0, 0].legend(fontsize=7, ncol=4)
+    fig.subplots_adjust(hspace=0.5)  # room for each panel's condition labels under it
     save(fig, "accuracy_per_condition.png")
 
     for key, label, name in (("params", "parameters", "accuracy_vs_params.png"),

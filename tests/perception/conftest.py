@@ -1,6 +1,9 @@
-"""Fixtures of the perception tests: a tiny untrained checkpoint for the streaming commands."""
+"""Fixtures of the perception tests: a tiny untrained checkpoint for the streaming commands, and a
+working folder for commands that write runs."""
 from __future__ import annotations
 
+import logging
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,25 @@ from perception.checkpoint import save_checkpoint
 from perception.model import PerceptionModel
 
 CLASSES = ["a", "b", "c"]
+
+
+@pytest.fixture()
+def in_tmp(tmp_path, monkeypatch):
+    """Run in ``tmp_path`` (no dataset folder from the environment, one torch thread), with Lightning's
+    log handlers on this test's stderr: they keep the stderr of the test that imported Lightning, a
+    capture closed since."""
+    from data.event_datasets.discovery import DATA_DIR_ENV
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    monkeypatch.setattr(logging, "raiseExceptions", False)  # a handler left on a closed capture stays quiet
+    torch.set_num_threads(1)
+    for logger in [logging.getLogger()] + [v for v in logging.Logger.manager.loggerDict.values()
+                                           if isinstance(v, logging.Logger)]:
+        for handler in logger.handlers:
+            if type(handler) is logging.StreamHandler:
+                handler.stream = sys.stderr
+    return tmp_path
 WINDOW_US = 50_000  # the event checkpoint's duration windows
 REPRESENTATION = {"name": "voxel_grid", "bins": 5, "polarity": "signed", "normalize": "standard"}
 

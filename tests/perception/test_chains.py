@@ -2,8 +2,6 @@
 the shipped chain configs, over tiny datasets written here in N-MNIST's and DVSGesture's layouts."""
 from __future__ import annotations
 
-import logging
-import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -147,17 +145,6 @@ def _used_videos(dm: ChainDataModule, split: str) -> set[Path]:
     return {chains.base.videos[item][0] for i in range(len(chains)) for item in chains.plan(i).items}
 
 
-@pytest.fixture()
-def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    torch.set_num_threads(1)
-    loggers = [logging.getLogger()] + [v for v in logging.Logger.manager.loggerDict.values()
-                                       if isinstance(v, logging.Logger)]
-    for logger in loggers:  # Lightning's handlers may hold an earlier test's closed stderr
-        for handler in logger.handlers:
-            if type(handler) is logging.StreamHandler:
-                handler.stream = sys.stderr
-    return tmp_path
 
 
 def test_shipped_chain_configs_by_name(in_tmp, capsys):

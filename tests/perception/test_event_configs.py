@@ -8,17 +8,14 @@ until it has both.
 """
 from __future__ import annotations
 
-import logging
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
-from data.event_datasets import DATA_DIR_ENV, get_event_dataset, list_event_datasets
+from data.event_datasets import get_event_dataset, list_event_datasets
 from data.events import make_events
 from data.io import write_events
 from perception.cli import main
@@ -109,18 +106,6 @@ def shipped(name: str) -> dict:
     return yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
 
 
-@pytest.fixture()
-def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
-    torch.set_num_threads(1)
-    # Lightning's log handlers keep the stderr of the test that imported Lightning; point them at this test's.
-    for logger in [logging.getLogger()] + [v for v in logging.Logger.manager.loggerDict.values()
-                                           if isinstance(v, logging.Logger)]:
-        for handler in logger.handlers:
-            if type(handler) is logging.StreamHandler:
-                handler.stream = sys.stderr
-    return tmp_path
 
 
 def test_every_event_dataset_has_a_config_and_a_builder():

@@ -1,6 +1,5 @@
 """`perception infer`: every source kind headless, JSONL times against the source's own timestamps."""
 import json
-import threading
 import time
 from fractions import Fraction
 from pathlib import Path

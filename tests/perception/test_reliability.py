@@ -76,20 +76,6 @@ def run_cli(argv: list[str]) -> int:
         return stop.code
 
 
-@pytest.fixture()
-def in_tmp(tmp_path, monkeypatch, capsys):
-    """Run in tmp_path, with Lightning's log handlers on this test's stderr (as test_train_cli does)."""
-    import logging
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(logging, "raiseExceptions", False)  # a handler left on a closed capture stays quiet
-    loggers = [logging.getLogger()] + [v for v in logging.Logger.manager.loggerDict.values()
-                                       if isinstance(v, logging.Logger)]
-    for logger in loggers:
-        for handler in logger.handlers:
-            if type(handler) is logging.StreamHandler:
-                handler.stream = sys.stderr
-    return tmp_path
 
 
 def _one_error_line(output: str) -> str:

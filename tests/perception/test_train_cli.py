@@ -1,7 +1,5 @@
 """`perception train` end to end on a tiny built-in dataset: logs, checkpoints, test/acc, resume, errors."""
 import csv
-import logging
-import sys
 
 import pytest
 import torch
@@ -14,19 +12,6 @@ TINY = ["--data.train_size", "16", "--data.val_size", "8", "--data.test_size", "
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 
-@pytest.fixture()
-def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    torch.set_num_threads(1)
-    # Lightning's log handlers keep the stderr of the test that imported Lightning (a capture
-    # closed since); point them at this test's.
-    loggers = [logging.getLogger()] + [v for v in logging.Logger.manager.loggerDict.values()
-                                       if isinstance(v, logging.Logger)]
-    for logger in loggers:
-        for handler in logger.handlers:
-            if type(handler) is logging.StreamHandler:
-                handler.stream = sys.stderr  # setStream would flush the closed one
-    return tmp_path
 
 
 @pytest.mark.slow
