@@ -35,3 +35,30 @@ def shared_data() -> Path:
     if not folder.is_dir():
         pytest.skip(f"the shared recordings are not at {folder} (set LP_SHARED_DATA to their folder)")
     return folder
+
+
+def write_h264(path: Path, frames, fps: int = 10) -> Path:
+    """Write ``frames`` (N, H, W, 3) uint8 RGB as an H.264 MP4 at ``fps``, making its folder."""
+    from fractions import Fraction
+
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    step = 1000 // fps  # ms per frame, on a millisecond time base
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
+        for i, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = i * step, Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+@pytest.fixture()
+def h264():
+    """``write_h264``, for tests that make their own video files."""
+    return write_h264

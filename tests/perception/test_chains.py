@@ -2,7 +2,6 @@
 the shipped chain configs, over tiny datasets written here in N-MNIST's and DVSGesture's layouts."""
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
 import lightning as L
@@ -115,22 +114,10 @@ def test_fits_a_batch_on_dvsgesture_chains(tmp_path):
     assert torch.allclose(item["x"], x, rtol=1e-3, atol=1e-3)  # float16 inside
 
 
-def test_video_folder_chains(tmp_path):
-    import av
-
+def test_video_folder_chains(tmp_path, h264):
     for label, level in (("a", 40), ("b", 200)):
         for k in range(4):
-            path = tmp_path / "videos" / label / f"v{k}.mp4"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with av.open(str(path), "w") as container:
-                stream = container.add_stream("libx264", rate=10)
-                stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
-                stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
-                for i in range(8):
-                    frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), level, np.uint8), format="rgb24")
-                    frame.pts, frame.time_base = i * 100, Fraction(1, 1000)
-                    container.mux(stream.encode(frame))
-                container.mux(stream.encode())
+            h264(tmp_path / "videos" / label / f"v{k}.mp4", np.full((8, 32, 32, 3), level, np.uint8))
     dm = ChainDataModule("video_folder", str(tmp_path / "videos"), frames_per_item=3, size=[32, 32], grey=True,
                          test_fraction=0.25, val_fraction=0.34, **TINY)
     assert dm.classes == ["a<then>b", "b<then>a"] and dm.in_channels == 1 and dm.preprocessing.modality == "frames"
