@@ -212,6 +212,30 @@ def tasks_of(datamodule) -> list[dict]:
     return [{"task": "classes", "classes": list(range(len(classes))), "needs_time": "unknown"}]
 
 
+class Scorer:
+    """Tests models under every condition of ``sets`` and turns the scores into result rows (one per
+    task and condition), with each task's chance and whether it needs time."""
+
+    def __init__(self, sets: ConditionSets, tasks: list[dict], frame_shape: tuple[int, int, int]) -> None:
+        self.sets, self.tasks, self.frame_shape = sets, tasks, frame_shape
+        self.conditions = sets.names()
+        labels = _labels(sets.loader("train_timing", 1.0))  # the labels only: any first dt will do
+        self.chances = {"all": chance(labels, list(range(len(sets.datamodule.classes))))}
+        self.chances.update({t["task"]: chance(labels, t["classes"]) for t in tasks})
+
+    def row(self, score: dict, **info) -> dict:
+        return {**info, **score, "needs_time": _needs_time(score["task"], self.tasks),
+                "chance": self.chances[score["task"]]}
+
+    def rows(self, model, **info) -> list[dict]:
+        """Result rows of ``model`` (its parameters, operations and latency measured here) with ``info``."""
+        nominal = float(model.time_scale)
+        info.update({"time_aware": head_entry(model.head_name).time_aware, "params": count_parameters(model),
+                     "ops_per_step": ops_per_step(model, self.frame_shape, self.sets.loader("train_timing", nominal)),
+                     "latency_us": step_latency_us(model, self.frame_shape)})
+        return [self.row(score, **info) for score in _score(model, self.sets, self.conditions, self.tasks, nominal)]
+
+
 def _score(model, sets: ConditionSets, conditions: list[str], tasks: list[dict], nominal: float) -> list[dict]:
     """Accuracy per condition and task (plus "all": every class) of one model."""
     out = []
@@ -285,12 +309,8 @@ def run(args: argparse.Namespace) -> dict:
         for i in range(len(dataset)):
             dataset[i]
     tasks = tasks_of(datamodule)
-    sets = ConditionSets(datamodule, batch_size=datamodule.batch_size)
-    conditions = sets.names()
-    test_labels = _labels(sets.loader("train_timing", datamodule.time_scale))
-    chances = {"all": chance(test_labels, list(range(len(datamodule.classes))))}
-    chances.update({t["task"]: chance(test_labels, t["classes"]) for t in tasks})
-    frame_shape = (datamodule.in_channels, *datamodule.preprocessing.frame_size[::-1])
+    scorer = Scorer(ConditionSets(datamodule, batch_size=datamodule.batch_size), tasks,
+                    (datamodule.in_channels, *datamodule.preprocessing.frame_size[::-1]))
 
     plan = []
     for head in heads:
@@ -317,27 +337,18 @@ def run(args: argparse.Namespace) -> dict:
             lr = best_lr
             for key in [k for k in models if k[0] == head]:
                 models.pop(key)
-        loaded = load_checkpoint(fitted["checkpoint"])
-        model = loaded.model.eval()
-        base = {"head": head, "hidden": hidden or "", "seed": seed, "lr": lr,
-                "time_aware": head_entry(head).time_aware, "params": count_parameters(model),
-                "ops_per_step": ops_per_step(model, frame_shape, sets.loader("train_timing", float(model.time_scale))),
-                "latency_us": step_latency_us(model, frame_shape), "train_s": fitted["train_s"],
-                "val_acc": fitted["val_acc"]}
-        for score in _score(model, sets, conditions, tasks, float(model.time_scale)):
-            rows.append({**base, **score, "needs_time": _needs_time(score["task"], tasks), "chance": chances[score["task"]]})
-        mine = [r for r in rows if r["head"] == head and r["seed"] == seed and r["hidden"] == base["hidden"]
-                and r["condition"] == "train_timing"]
+        mine = scorer.rows(load_checkpoint(fitted["checkpoint"]).model.eval(), head=head, hidden=hidden or "",
+                           seed=seed, lr=lr, train_s=fitted["train_s"], val_acc=fitted["val_acc"])
+        rows += mine
+        mine = [r for r in mine if r["condition"] == "train_timing"]
         tqdm.write(f"{head:>8} seed {seed}" + (f" hidden {hidden}" if hidden else "") + f" lr {lr:g}: "
                    + ", ".join(f"{r['task']} {100 * r['acc']:.0f}%" for r in mine)
                    + f"  (train {fitted['train_s']:.0f} s)")
 
     floor_rows, floor_params = linear_floor(datamodule, tasks)
-    for score in floor_rows:
-        rows.append({"head": "linear", "hidden": "", "seed": 0, "lr": "", "time_aware": False, "params": floor_params,
-                     "ops_per_step": float(floor_params), "latency_us": float("nan"), "train_s": float("nan"),
-                     "val_acc": float("nan"), **score, "needs_time": _needs_time(score["task"], tasks),
-                     "chance": chances[score["task"]]})
+    rows += [scorer.row(score, head="linear", hidden="", seed=0, lr="", time_aware=False, params=floor_params,
+                        ops_per_step=float(floor_params), latency_us=float("nan"), train_s=float("nan"),
+                        val_acc=float("nan")) for score in floor_rows]
     setup = {
         "data": _data_label(trainer), "classes": len(datamodule.classes), "modality": datamodule.preprocessing.modality,
         "train clips": len(datamodule.split("train")), "validation clips": len(datamodule.split("val")),
@@ -347,7 +358,7 @@ def run(args: argparse.Namespace) -> dict:
         "budget": "quick" if args.quick else "default",
     }
     setup["wall time"] = f"{(time.perf_counter() - started) / 60:.1f} min"
-    written = write_report(output, rows, conditions, tasks, choices, setup, make_plots=not args.no_plots)
+    written = write_report(output, rows, scorer.conditions, tasks, choices, setup, make_plots=not args.no_plots)
     print(f"report: {written[0]}")
     return {"rows": rows, "choices": choices}
 
@@ -399,24 +410,14 @@ def run_checkpoints(args: argparse.Namespace, budget: Budget) -> dict:
                                      fps_range=tuple(data["fps_range"]), jitter=data["jitter"], seed=data["seed"],
                                      train_size=64, val_size=32, test_size=test_size)
     tasks = tasks_of(datamodule)
-    sets = ConditionSets(datamodule, batch_size=32)
-    conditions = sets.names()
-    labels = _labels(sets.loader("train_timing", 1.0))
-    chances = {"all": chance(labels, list(range(len(datamodule.classes))))}
-    chances.update({t["task"]: chance(labels, t["classes"]) for t in tasks})
-    frame_shape = (datamodule.in_channels, data["size"], data["size"])
+    scorer = Scorer(ConditionSets(datamodule, batch_size=32), tasks, (datamodule.in_channels, data["size"], data["size"]))
     rows = []
     for path, model in zip(tqdm(paths, desc="evaluate", unit="model"), loaded):
-        base = {"head": model.head_name, "hidden": model.head_kwargs.get("hidden_size", ""), "seed": 0, "lr": "",
-                "time_aware": head_entry(model.head_name).time_aware, "params": count_parameters(model),
-                "ops_per_step": ops_per_step(model, frame_shape, sets.loader("train_timing", float(model.time_scale))),
-                "latency_us": step_latency_us(model, frame_shape), "train_s": float("nan"), "val_acc": float("nan"),
-                "checkpoint": str(path)}
-        for score in _score(model, sets, conditions, tasks, float(model.time_scale)):
-            rows.append({**base, **score, "needs_time": _needs_time(score["task"], tasks), "chance": chances[score["task"]]})
+        rows += scorer.rows(model, head=model.head_name, hidden=model.head_kwargs.get("hidden_size", ""), seed=0, lr="",
+                            train_s=float("nan"), val_acc=float("nan"), checkpoint=str(path))
     setup = {"data": f"built-in dataset ({data['modality']}, {data['size']} x {data['size']})",
              "checkpoints": ", ".join(paths), "test clips": test_size, "seeds": 1,
              "torch threads": torch.get_num_threads()}
-    written = write_report(Path(args.output), rows, conditions, tasks, {}, setup, make_plots=not args.no_plots)
+    written = write_report(Path(args.output), rows, scorer.conditions, tasks, {}, setup, make_plots=not args.no_plots)
     print(f"report: {written[0]}")
     return {"rows": rows, "choices": {}}

@@ -214,3 +214,27 @@ def test_compare_heads_on_nmnist_official_layout(tmp_path):
         ("cfc", c) for c in CONDITIONS if c != "regular"} | {("none", "dt_shuffled"), ("linear", "train_timing")}
     assert all(s["chance"] == "0.1" for s in summary if s["task"] == "classes")       # 2 test recordings per digit
     assert "## Task: classes" in (out / "report.md").read_text()
+
+
+def test_compare_saved_checkpoints(tmp_path):
+    """--checkpoints: models trained on the built-in dataset, tested on its test split under every
+    condition, with the data options they were trained with (here jitter 0.45, 24 x 24)."""
+    from perception.checkpoint import save_checkpoint
+    from perception.model import PerceptionModel
+    from perception.training.data import SyntheticDataModule
+
+    datamodule = SyntheticDataModule(size=24, jitter=0.45, train_size=8, val_size=8, test_size=8)
+    paths = []
+    for head in ("gru", "none"):
+        torch.manual_seed(0)
+        model = PerceptionModel(datamodule.in_channels, datamodule.num_classes, head=head,
+                                backbone_kwargs={"width": 0.5}, time_scale=0.05).eval()
+        paths.append(save_checkpoint(tmp_path / f"{head}.ckpt", model, datamodule.classes, datamodule.preprocessing,
+                                     {"datamodule_hyper_parameters": dict(datamodule.hparams)}))
+    out = tmp_path / "report"
+    assert main(["evaluate", "--checkpoints", ",".join(map(str, paths)), "--test-size", "16", "--threads", "1",
+                 "--output", str(out), "--no-plots"]) == 0
+    rows = _rows(out / "results.csv")
+    assert {(r["head"], r["checkpoint"]) for r in rows} == {("gru", str(paths[0])), ("none", str(paths[1]))}
+    assert {r["condition"] for r in rows} == set(CONDITIONS)
+    assert "- data: built-in dataset (events, 24 x 24)" in (out / "report.md").read_text()
