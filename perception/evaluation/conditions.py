@@ -38,7 +38,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from data import EventClipDataset, WindowSpec, add_background_noise, collate_clips
+from data import EventClipDataset, WindowSpec, collate_clips
+from data.augment import BackgroundNoise
 from data.geometry import frame_size
 from data.synthetic import SyntheticMotionDataset
 from data.timing import first_dt
@@ -163,16 +164,6 @@ class SyntheticClips(Dataset):
         return self.base.perturbed(index, rng, noise=NOISE[self.base.modality])
 
 
-class NoisyEvents:
-    """A ``data.augment``-style transform adding background events at ``rate_hz`` per pixel per second."""
-
-    def __init__(self, rate_hz: float) -> None:
-        self.rate_hz = rate_hz
-
-    def __call__(self, events, sensor_size, rng):
-        return add_background_noise(events, sensor_size, rng, self.rate_hz)
-
-
 class ConditionSets:
     """The test clips of every condition available for one data module, built once each."""
 
@@ -237,7 +228,7 @@ class ConditionSets:
                                 drop_last=window.drop_last)
             steps = None if steps is None else max(1, round(steps * rate))
         else:
-            transform = NoisyEvents(NOISE["events"])
+            transform = BackgroundNoise(NOISE["events"])
         # the frame size given as a downsampling factor, or as a size (they cannot both be passed)
         by_factor = frame_size(base.sensor_size, base.downsample, None) == tuple(base.frame_size)
         other = EventClipDataset(base.name, base.root, split=base.split, window=window,
