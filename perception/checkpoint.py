@@ -46,7 +46,7 @@ _PREFIX = "model."  # the LightningModule holds the PerceptionModel as ``self.mo
 _MODEL_KEYS: dict[str, tuple[type, ...]] = {
     "in_channels": (int,), "num_classes": (int,), "backbone": (str,), "head": (str,),
     "backbone_kwargs": (dict, type(None)), "head_kwargs": (dict, type(None)), "time_scale": (int, float),
-    "dropout": (int, float), "feature_norm": (bool,),
+    "dropout": (int, float), "feature_norm": (bool,), "dt_transform": (str,),
 }
 
 

@@ -5,7 +5,12 @@ a batch at once, (B*T, C, H, W); ``step(frame (B, C, H, W), dt (B, 1), state)`` 
 
 Shapes: B batch, T time, C channels, H, W frame size, D backbone features, K classes.
 dt is in seconds; the model divides it by ``time_scale`` (seconds) before the head sees it, so a
-stream at the training data's typical rate gives the head steps of about 1.
+stream at the training data's typical rate gives the head steps of about 1. ``dt_transform`` then
+says what the head gets from that ratio r = dt / time_scale (``DT_TRANSFORMS``):
+
+    "scale":   r                       (the default)
+    "log1p":   log(1 + r)              (compresses long gaps and unseen slow rates)
+    "learned": r * exp(g)              g a learned scalar (``dt_gain``), 0 at the start
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from heads import State, create_head, head_entry
 from perception.errors import PerceptionError
 
 DEFAULT_HIDDEN = 64
+DT_TRANSFORMS = ("scale", "log1p", "learned")
 
 
 class PerceptionModel(nn.Module):
@@ -37,6 +43,7 @@ class PerceptionModel(nn.Module):
         feature_norm: LayerNorm on the backbone's features before the head. Pooled CNN features
             have no fixed scale; the recurrent heads' saturating gates train far more slowly on
             them without it.
+        dt_transform: what the head gets from dt / time_scale (module docstring).
     """
 
     def __init__(
@@ -50,6 +57,7 @@ class PerceptionModel(nn.Module):
         time_scale: float = 1.0,
         dropout: float = 0.0,
         feature_norm: bool = True,
+        dt_transform: str = "scale",
     ) -> None:
         super().__init__()
         if not (isinstance(num_classes, int) and num_classes >= 2):
@@ -58,6 +66,9 @@ class PerceptionModel(nn.Module):
             raise PerceptionError(f"time_scale: expected seconds > 0, got {time_scale!r}")
         if not (isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0):
             raise PerceptionError(f"dropout: expected a probability in [0, 1), got {dropout!r}")
+        if dt_transform not in DT_TRANSFORMS:
+            raise PerceptionError(f"dt_transform: expected one of {', '.join(DT_TRANSFORMS)}, got {dt_transform!r}")
+        self.dt_transform = dt_transform
         self.backbone_name, self.head_name = backbone, head
         self.backbone_kwargs = dict(backbone_kwargs or {})
         self.head_kwargs = with_default_hidden(head, head_kwargs)
@@ -69,6 +80,8 @@ class PerceptionModel(nn.Module):
         self.classifier = nn.Linear(self.head.out_features, self.num_classes)
         # A buffer, so that the state dict carries it and it follows the model's device.
         self.register_buffer("time_scale", torch.tensor(float(time_scale), dtype=torch.float64))
+        # log of the learned dt gain ("learned" only: other models keep their state dicts as they were)
+        self.dt_gain = nn.Parameter(torch.zeros(())) if dt_transform == "learned" else None
 
     def config(self) -> dict[str, Any]:
         """Plain values that rebuild this model with ``PerceptionModel(**config)``."""
@@ -82,6 +95,7 @@ class PerceptionModel(nn.Module):
             "time_scale": float(self.time_scale),
             "dropout": self.dropout_p,
             "feature_norm": isinstance(self.feature_norm, nn.LayerNorm),
+            "dt_transform": self.dt_transform,
         }
 
     def set_time_scale(self, seconds: float) -> None:
@@ -121,7 +135,13 @@ class PerceptionModel(nn.Module):
         return self.classifier(out), state
 
     def scale_dt(self, dt: Tensor, dtype: torch.dtype) -> Tensor:
-        return (dt.double() / self.time_scale).to(dtype)
+        """dt (..., ) seconds -> the head's time input (``dt_transform`` of dt / time_scale), in ``dtype``."""
+        ratio = (dt.double() / self.time_scale).to(dtype)
+        if self.dt_transform == "log1p":
+            return torch.log1p(ratio)
+        if self.dt_transform == "learned":
+            return ratio * torch.exp(self.dt_gain).to(dtype)
+        return ratio
 
 
 def with_default_hidden(head: str, head_kwargs: dict[str, Any] | None) -> dict[str, Any]:

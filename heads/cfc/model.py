@@ -154,6 +154,9 @@ class CfC(TemporalHead):
         mixed_memory: run an LSTM cell in front of the CfC cells; the state is then (h, c).
         wiring: None (dense), a name from ``heads.list_wirings()`` or a ``heads.Wiring``.
         wiring_kwargs: options for ``create_wiring`` when ``wiring`` is a name (output_size, ...).
+        time_gate_bias: (a, b): start the biases of the time gate's rows, g = sigmoid(a t + b), at
+            these values instead of Linear's small random ones (not in pure mode, which has no gate).
+            a > 0 makes the gate open with the elapsed time from the first step on.
     """
 
     def __init__(
@@ -168,6 +171,7 @@ class CfC(TemporalHead):
         mixed_memory: bool = False,
         wiring: str | Wiring | None = None,
         wiring_kwargs: dict | None = None,
+        time_gate_bias: tuple[float, float] | list[float] | None = None,
     ):
         super().__init__()
         if mode not in _MODES:
@@ -209,6 +213,8 @@ class CfC(TemporalHead):
             self.layers = nn.ModuleList(
                 _CfCLayer(inputs[k], sizes[k], mode, 0, 0, 0.0, w.layer_input_mask(k)) for k in range(len(sizes))
             )
+        if time_gate_bias is not None:
+            self._init_time_gate(time_gate_bias)
         self.hidden_size = sum(sizes)
         self.out_features = out_size
         self.backbone_dropout = backbone_dropout
@@ -223,6 +229,16 @@ class CfC(TemporalHead):
         self._folded = DerivedCache()  # kernels.Prepared for calls without autograd
         # Modules holding tensors (the tree is fixed after construction); a plain tuple.
         self._holders = tuple(m for m in self.modules() if m._parameters or m._buffers)
+
+    def _init_time_gate(self, bias) -> None:
+        if (self.mode == "pure" or not isinstance(bias, (tuple, list)) or len(bias) != 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bias)):
+            raise HeadError(f"cfc: time_gate_bias must be a pair of finite numbers (a, b) and the mode not 'pure', "
+                            f"got {bias!r} in mode {self.mode!r}")
+        with torch.no_grad():
+            for layer in self.layers:  # heads rows: f1, f2, a, b (n each)
+                layer.heads.bias[2 * layer.n: 3 * layer.n] = float(bias[0])
+                layer.heads.bias[3 * layer.n:] = float(bias[1])
 
     def init_state(self, batch: int, device=None, dtype=None) -> State:
         """Zeros: h (B, N), or (h, c) with mixed memory."""

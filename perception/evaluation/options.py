@@ -14,6 +14,10 @@ DEFAULT_HEADS = ("cfc", "ltc", "gru", "gru_dt", "lstm", "spiking", "none")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heads", default=",".join(DEFAULT_HEADS),
                         help="comma-separated heads to train and compare (default: %(default)s)")
+    parser.add_argument("--ablation", default=None,
+                        help="instead of --heads: ablate the liquid heads (comma-separated: cfc, ltc), one option "
+                             "changed at a time, against gru_dt, gru and lstm; judged on the tasks that need time "
+                             "under the training timing and the unseen rates (ablation.md in the report folder)")
     parser.add_argument("--checkpoints", default=None,
                         help="comma-separated checkpoints to compare instead of training (trained on the built-in dataset)")
     parser.add_argument("--seeds", default=None,

@@ -34,6 +34,7 @@ from data.synthetic import TASKS
 from heads import head_entry, list_heads
 from perception.checkpoint import load_checkpoint, read_checkpoint
 from perception.errors import PerceptionError
+from perception.evaluation.ablation import ABLATION_CONDITIONS, Variant, ablation_variants, variant_args, write_ablation
 from perception.evaluation.conditions import ConditionSets
 from perception.evaluation.measure import chance, ops_per_step, predict, step_latency_us, task_accuracy
 from perception.evaluation.report import write_report
@@ -163,16 +164,17 @@ class Trainer:
         self.epochs = epochs if epochs is not None else (budget.epochs if self.builtin else None)
         self.config_epochs = probe.config.trainer.get("max_epochs")
 
-    def fit(self, head: str, lr: float, seed: int, hidden: int | None) -> dict:
+    def fit(self, variant: Variant, lr: float, seed: int, hidden: int | None) -> dict:
         """Train one model; its best checkpoint, best validation accuracy and training seconds."""
-        name = f"{head}-h{hidden or 0}-lr{lr:g}-seed{seed}"
+        name = f"{variant.name.replace(' ', '_')}-h{hidden or 0}-lr{lr:g}-seed{seed}"
         logger = [{"class_path": "lightning.pytorch.loggers.CSVLogger",
-                   "init_args": {"save_dir": str(self.output / "runs"), "name": head, "version": name}}]
-        kwargs = {"hidden_size": hidden} if hidden else {}
-        argv = [*self.train_args, *self.data_args, "--model.head", head, "--model.lr", str(lr),
+                   "init_args": {"save_dir": str(self.output / "runs"), "name": variant.head, "version": name}}]
+        kwargs = {**variant.head_kwargs, **({"hidden_size": hidden} if hidden else {})}
+        argv = [*self.train_args, *self.data_args, "--model.head", variant.head, "--model.lr", str(lr),
                 "--model.head_kwargs", json.dumps(kwargs), "--seed_everything", str(seed),
                 "--trainer.logger", json.dumps(logger), "--trainer.enable_progress_bar", "false",
-                "--trainer.enable_model_summary", "false"]
+                "--trainer.enable_model_summary", "false",
+                *variant_args(variant, float(self.datamodule.time_scale))]
         if self.epochs is not None:
             argv += ["--trainer.max_epochs", str(self.epochs)]
         cli = self.build_cli(argv)
@@ -216,9 +218,10 @@ class Scorer:
     """Tests models under every condition of ``sets`` and turns the scores into result rows (one per
     task and condition), with each task's chance and whether it needs time."""
 
-    def __init__(self, sets: ConditionSets, tasks: list[dict], frame_shape: tuple[int, int, int]) -> None:
+    def __init__(self, sets: ConditionSets, tasks: list[dict], frame_shape: tuple[int, int, int],
+                 only: tuple[str, ...] | None = None) -> None:
         self.sets, self.tasks, self.frame_shape = sets, tasks, frame_shape
-        self.conditions = sets.names()
+        self.conditions = [c for c in sets.names() if only is None or c in only]
         labels = _labels(sets.loader("train_timing", 1.0))  # the labels only: any first dt will do
         self.chances = {"all": chance(labels, list(range(len(sets.datamodule.classes))))}
         self.chances.update({t["task"]: chance(labels, t["classes"]) for t in tasks})
@@ -292,10 +295,14 @@ def run(args: argparse.Namespace) -> dict:
     seeds = seeds_of(args, budget)
     if args.checkpoints:
         return run_checkpoints(args, budget)
-    heads = _names(args.heads, "--heads")
-    unknown = [h for h in heads if h not in list_heads()]
-    if unknown:
-        raise PerceptionError(f"--heads: unknown {', '.join(map(repr, unknown))}; choose from: {', '.join(list_heads())}")
+    if args.ablation:
+        variants = ablation_variants(args.ablation)
+    else:
+        heads = _names(args.heads, "--heads")
+        unknown = [h for h in heads if h not in list_heads()]
+        if unknown:
+            raise PerceptionError(f"--heads: unknown {', '.join(map(repr, unknown))}; choose from: {', '.join(list_heads())}")
+        variants = [Variant(head, head) for head in heads]
     train_args = check_train_args(list(getattr(args, "train_args", []) or []))
     if args.modality != "events" and not any(a.startswith(("--config", "-c", "--data")) for a in train_args):
         train_args = ["--data.init_args.modality", args.modality, *train_args]
@@ -310,38 +317,43 @@ def run(args: argparse.Namespace) -> dict:
             dataset[i]
     tasks = tasks_of(datamodule)
     scorer = Scorer(ConditionSets(datamodule, batch_size=datamodule.batch_size), tasks,
-                    (datamodule.in_channels, *datamodule.preprocessing.frame_size[::-1]))
+                    (datamodule.in_channels, *datamodule.preprocessing.frame_size[::-1]),
+                    only=ABLATION_CONDITIONS if args.ablation else None)
 
+    # an ablation trains each variant at its own learning rate (the rate is one of the ablated options)
     plan = []
-    for head in heads:
-        sizes = budget.hidden if "hidden_size" in _head_options(head) else (None,)
-        plan += [(head, lr, seeds[0], sizes[0], "tune") for lr in budget.lrs]
-        plan += [(head, None, seed, sizes[0], "seed") for seed in seeds[1:]]
-        plan += [(head, None, seed, size, "size") for size in sizes[1:] for seed in seeds[:budget.size_seeds]]
+    for variant in variants:
+        sizes = budget.hidden if "hidden_size" in _head_options(variant.head) else (None,)
+        lrs = (variant.lr,) if args.ablation and args.lrs is None else budget.lrs
+        plan += [(variant, lr, seeds[0], sizes[0], "tune", len(lrs)) for lr in lrs]
+        plan += [(variant, None, seed, sizes[0], "seed", 0) for seed in seeds[1:]]
+        if not args.ablation:
+            plan += [(variant, None, seed, size, "size", 0) for size in sizes[1:] for seed in seeds[:budget.size_seeds]]
     rows, choices, models = [], {}, {}
-    progress = tqdm(plan, desc="evaluate", unit="run")
-    for head, lr, seed, hidden, stage in progress:
+    progress = tqdm(plan, desc="ablation" if args.ablation else "evaluate", unit="run")
+    for variant, lr, seed, hidden, stage, grid_size in progress:
+        name = variant.name
         if lr is None:
-            lr = choices[head]["lr"]
-        progress.set_postfix_str(f"{head} lr {lr:g} seed {seed}" + (f" hidden {hidden}" if hidden else ""))
-        fitted = trainer.fit(head, lr, seed, hidden)
+            lr = choices[name]["lr"]
+        progress.set_postfix_str(f"{name} lr {lr:g} seed {seed}" + (f" hidden {hidden}" if hidden else ""))
+        fitted = trainer.fit(variant, lr, seed, hidden)
         if stage == "tune":
-            choices.setdefault(head, {"grid": {}})["grid"][lr] = fitted["val_acc"]
-            models[(head, lr)] = (fitted, seed, hidden)
-            if len(choices[head]["grid"]) < len(budget.lrs):
+            choices.setdefault(name, {"grid": {}})["grid"][lr] = fitted["val_acc"]
+            models[(name, lr)] = (fitted, seed, hidden)
+            if len(choices[name]["grid"]) < grid_size:
                 continue
-            grid = choices[head]["grid"]
+            grid = choices[name]["grid"]
             best_lr = max(grid, key=lambda k: (grid[k] if not math.isnan(grid[k]) else -1.0, -k))
-            choices[head]["lr"] = best_lr
-            fitted, seed, hidden = models.pop((head, best_lr))
+            choices[name]["lr"] = best_lr
+            fitted, seed, hidden = models.pop((name, best_lr))
             lr = best_lr
-            for key in [k for k in models if k[0] == head]:
+            for key in [k for k in models if k[0] == name]:
                 models.pop(key)
-        mine = scorer.rows(load_checkpoint(fitted["checkpoint"]).model.eval(), head=head, hidden=hidden or "",
+        mine = scorer.rows(load_checkpoint(fitted["checkpoint"]).model.eval(), head=name, hidden=hidden or "",
                            seed=seed, lr=lr, train_s=fitted["train_s"], val_acc=fitted["val_acc"])
         rows += mine
         mine = [r for r in mine if r["condition"] == "train_timing"]
-        tqdm.write(f"{head:>8} seed {seed}" + (f" hidden {hidden}" if hidden else "") + f" lr {lr:g}: "
+        tqdm.write(f"{name:>8} seed {seed}" + (f" hidden {hidden}" if hidden else "") + f" lr {lr:g}: "
                    + ", ".join(f"{r['task']} {100 * r['acc']:.0f}%" for r in mine)
                    + f"  (train {fitted['train_s']:.0f} s)")
 
@@ -358,7 +370,15 @@ def run(args: argparse.Namespace) -> dict:
         "budget": "quick" if args.quick else "default",
     }
     setup["wall time"] = f"{(time.perf_counter() - started) / 60:.1f} min"
+    if args.ablation:
+        grid = setup.pop("learning-rate grid")
+        setup["learning rate"] = "each variant's own (3e-3 unless it is a learning-rate variant)" \
+            if args.lrs is None else f"picked per variant from {grid}"
+        if args.lrs is None:
+            choices = {}  # one rate per variant: nothing was chosen
     written = write_report(output, rows, scorer.conditions, tasks, choices, setup, make_plots=not args.no_plots)
+    if args.ablation:
+        written = write_ablation(output, rows, variants, tasks, setup) + written
     print(f"report: {written[0]}")
     return {"rows": rows, "choices": choices}
 

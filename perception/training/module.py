@@ -43,6 +43,10 @@ class PerceptionModule(L.LightningModule):
             CLI; ``class_names`` and ``preprocessing`` (a ``data.Preprocessing``) are stored in
             checkpoints for inference.
         time_scale: seconds per unit of head time; None takes the training data's median dt.
+        dt_transform, feature_norm: ``perception.model.PerceptionModel``'s options (what the head gets
+            from dt; the LayerNorm on the backbone's features).
+        warmup: the part of the training steps over which the learning rate rises linearly to
+            ``lr`` (0: none), before the cosine decay.
     """
 
     def __init__(
@@ -60,12 +64,17 @@ class PerceptionModule(L.LightningModule):
         class_names: list[str] | None = None,
         preprocessing: Preprocessing | None = None,
         time_scale: float | None = None,
+        dt_transform: str = "scale",
+        feature_norm: bool = True,
+        warmup: float = 0.15,
     ) -> None:
         super().__init__()
         if loss not in LOSSES:
             raise PerceptionError(f"model.loss: must be one of {', '.join(map(repr, LOSSES))}, got {loss!r}")
         if not lr > 0:
             raise PerceptionError(f"model.lr: expected a positive learning rate, got {lr!r}")
+        if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or not 0 <= warmup < 1:
+            raise PerceptionError(f"model.warmup: expected a fraction of the steps in [0, 1), got {warmup!r}")
         if preprocessing is not None and not isinstance(preprocessing, Preprocessing):
             raise PerceptionError(f"model.preprocessing: expected a data.Preprocessing, got {type(preprocessing).__name__}")
         self.preprocessing = preprocessing
@@ -75,7 +84,8 @@ class PerceptionModule(L.LightningModule):
         self.save_hyperparameters({"preprocessing": None if preprocessing is None else preprocessing.to_dict()})
         self.model = PerceptionModel(
             in_channels, num_classes, backbone, head, backbone_kwargs, head_kwargs,
-            time_scale=1.0 if time_scale is None else time_scale, dropout=dropout,
+            time_scale=1.0 if time_scale is None else time_scale, dropout=dropout, feature_norm=feature_norm,
+            dt_transform=dt_transform,
         )
         self.classes = list(class_names) if class_names is not None else [str(k) for k in range(num_classes)]
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -155,9 +165,9 @@ class PerceptionModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def lr_factor(self, step: int) -> float:
-        """Linear warm-up over the first 15 % of the steps, then cosine decay to 2 % of the peak."""
+        """Linear warm-up over the first ``warmup`` of the steps, then cosine decay to 2 % of the peak."""
         total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer is not None else 1
-        warm = max(1, int(0.15 * total))
+        warm = int(self.hparams.warmup * total)
         if step < warm:
             return (step + 1) / warm
         progress = min(1.0, (step - warm) / max(1, total - warm))

@@ -327,6 +327,20 @@ def test_state_dict_round_trip():
     torch.testing.assert_close(other(x, dt)[0], head(x, dt)[0])
 
 
+@pytest.mark.parametrize("wiring", [None, "autoncp"])
+def test_time_gate_bias_sets_the_gate_rows_only(wiring):
+    options = dict(hidden_size=8) if wiring is None else dict(wiring=wiring, hidden_size=12)
+    torch.manual_seed(0)
+    plain = create_head("cfc", D, **options)
+    torch.manual_seed(0)
+    head = create_head("cfc", D, time_gate_bias=(1.5, -0.5), **options)
+    for mine, theirs in zip(head.layers, plain.layers):
+        n = mine.n
+        assert torch.equal(mine.heads.bias[: 2 * n], theirs.heads.bias[: 2 * n])  # f1, f2 untouched
+        assert torch.all(mine.heads.bias[2 * n: 3 * n] == 1.5) and torch.all(mine.heads.bias[3 * n:] == -0.5)
+        assert torch.equal(mine.heads.weight, theirs.heads.weight)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -340,6 +354,8 @@ def test_state_dict_round_trip():
         (dict(backbone_layers=-1), "backbone_layers must be an integer >= 0"),
         (dict(backbone_dropout=1.0), r"backbone_dropout must be in \[0, 1\)"),
         (dict(wiring="autoncp", hidden_size=16, wiring_kwargs=dict(sparsity=2.0)), "sparsity"),
+        (dict(time_gate_bias=[1.0]), "time_gate_bias must be a pair"),
+        (dict(mode="pure", time_gate_bias=[1.0, 0.0]), "time_gate_bias .* not 'pure'"),
     ],
 )
 def test_bad_options_raise_a_clear_error(kwargs, message):

@@ -62,7 +62,38 @@ def test_config_round_trip():
         torch.testing.assert_close(again.eval()(x, dt)[0], model(x, dt)[0])
 
 
+def test_dt_transforms_give_the_head_what_they_name():
+    x, dt = _clip()
+    scaled = _model("cfc", time_scale=0.05)
+    for transform, expected in (("log1p", torch.log1p(dt / 0.05)), ("learned", dt / 0.05 * torch.exp(torch.tensor(0.3)))):
+        model = _model("cfc", time_scale=0.05, dt_transform=transform)
+        if transform == "learned":
+            with torch.no_grad():
+                model.dt_gain.fill_(0.3)
+        torch.testing.assert_close(model.scale_dt(dt, torch.float32), expected.float())
+        # the same weights given the transformed dt by hand: the same logits
+        shared = {k: v for k, v in model.state_dict().items() if k != "dt_gain"}
+        scaled.load_state_dict(shared)
+        with torch.no_grad():
+            torch.testing.assert_close(model(x, dt)[0], scaled(x, expected * 0.05)[0], atol=1e-5, rtol=1e-4)
+    # only the learned transform has a parameter, and it trains
+    assert "dt_gain" not in dict(scaled.named_parameters())
+    learned = _model("cfc", dt_transform="learned").train()
+    learned(x, dt)[0].sum().backward()
+    assert learned.dt_gain.grad is not None and learned.dt_gain.grad.abs() > 0
+
+
+def test_learned_dt_gain_survives_the_config_round_trip():
+    model = _model("cfc", dt_transform="learned")
+    with torch.no_grad():
+        model.dt_gain.fill_(-0.7)
+    again = PerceptionModel(**model.config())
+    again.load_state_dict(model.state_dict())
+    assert again.config()["dt_transform"] == "learned" and float(again.dt_gain.detach()) == pytest.approx(-0.7)
+
+
 @pytest.mark.parametrize("kwargs, message", [
+    ({"dt_transform": "sqrt"}, "dt_transform: expected one of scale, log1p, learned"),
     ({"num_classes": 1}, "num_classes"),
     ({"time_scale": 0.0}, "time_scale"),
     ({"dropout": 1.0}, "dropout"),

@@ -1,0 +1,236 @@
+"""``perception evaluate --ablation cfc,ltc``: one change at a time to a liquid head, on the tasks that
+need time, against the best heads of other kinds.
+
+A variant is a head with one option changed from ``perception train``'s defaults (``Variant``): a head
+option (``--model.head_kwargs``), a model or training option (``--model.*``: the dt transform, the
+time scale, the feature LayerNorm, the learning rate and its warm-up) or a trainer option
+(``--trainer.gradient_clip_val``). Every variant and every reference head is trained by the code of
+``perception evaluate`` (which is ``perception train``'s) with the same data, seeds and budget, at
+the learning rate it names (the defaults' 3e-3 unless it is the learning-rate variant: the rate is
+one of the ablated options, not tuned away), and tested under the training timing and at the unseen
+sampling rates. ``write_ablation`` adds ``ablation.md`` and ``ablation.csv`` to the report folder:
+per variant, the mean accuracy over the tasks that need time under each of those conditions with its
+95 % interval over seeds, the difference from its head's default and whether that difference is
+larger than both intervals; then the goal: the best liquid variant against the best other head.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from perception._files import atomic_write
+from perception.errors import PerceptionError
+from perception.evaluation.report import _csv_text, interval
+
+DEFAULT_LR = 3e-3  # perception train's default (perception/configs/default.yaml)
+# The conditions an ablation is judged on: the training timing and the unseen sampling rates.
+ABLATION_CONDITIONS = ("train_timing", "rate_x0.25", "rate_x4")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One contender: ``name`` labels its rows; ``head`` with ``head_kwargs``; ``model`` holds
+    ``--model.*`` values (``time_scale_factor`` multiplies the training data's median dt into
+    ``--model.time_scale``); ``trainer`` holds ``--trainer.*`` values; ``change`` says in words what
+    differs from the head's default (empty for the default itself)."""
+
+    name: str
+    head: str
+    change: str = ""
+    head_kwargs: dict = field(default_factory=dict)
+    model: dict = field(default_factory=dict)
+    trainer: dict = field(default_factory=dict)
+    lr: float = DEFAULT_LR
+
+    @property
+    def liquid(self) -> bool:
+        return self.head in LIQUID_HEADS
+
+
+LIQUID_HEADS = ("cfc", "ltc")
+
+
+def _cfc(name: str, change: str, **options) -> Variant:
+    return Variant(f"cfc {name}", "cfc", change, **options)
+
+
+def _ltc(name: str, change: str, **options) -> Variant:
+    return Variant(f"ltc {name}", "ltc", change, **options)
+
+
+ABLATIONS: dict[str, list[Variant]] = {
+    "cfc": [
+        Variant("cfc", "cfc"),
+        _cfc("mixed_memory", "an LSTM cell in front of the CfC cell (mixed memory)",
+             head_kwargs={"mixed_memory": True}),
+        _cfc("layers=0", "no backbone layer inside the cell", head_kwargs={"backbone_layers": 0}),
+        _cfc("layers=2", "two backbone layers inside the cell", head_kwargs={"backbone_layers": 2}),
+        _cfc("units=64", "backbone units 64 (default 128)", head_kwargs={"backbone_units": 64}),
+        _cfc("units=256", "backbone units 256 (default 128)", head_kwargs={"backbone_units": 256}),
+        _cfc("no_gate", "mode no_gate: h = tanh(f1) + g tanh(f2)", head_kwargs={"mode": "no_gate"}),
+        _cfc("gate_a=+1", "time gate a-bias starts at +1 (gate opens with elapsed time)",
+             head_kwargs={"time_gate_bias": [1.0, 0.0]}),
+        _cfc("dt=log1p", "the head gets log(1 + dt / time_scale)", model={"dt_transform": "log1p"}),
+        _cfc("dt=learned", "a learned gain on dt / time_scale", model={"dt_transform": "learned"}),
+        _cfc("time_scale x0.1", "time_scale = 0.1 x the median dt (head steps of about 10)",
+             model={"time_scale_factor": 0.1}),
+        _cfc("time_scale x10", "time_scale = 10 x the median dt (head steps of about 0.1)",
+             model={"time_scale_factor": 10.0}),
+        _cfc("no feature_norm", "no LayerNorm on the backbone features", model={"feature_norm": False}),
+        _cfc("clip=1", "gradient norm clipped at 1", trainer={"gradient_clip_val": 1.0}),
+        _cfc("lr 1e-3", "learning rate 1e-3 (default 3e-3)", lr=1e-3),
+        _cfc("lr 1e-2", "learning rate 1e-2 (default 3e-3)", lr=1e-2),
+        _cfc("warmup 0", "no learning-rate warm-up (default 15 % of the steps)", model={"warmup": 0.0}),
+        _cfc("warmup 0.3", "warm-up over 30 % of the steps", model={"warmup": 0.3}),
+    ],
+    "ltc": [
+        Variant("ltc", "ltc"),
+        _ltc("unfolds=3", "3 ODE unfolds per step (default 6)", head_kwargs={"ode_unfolds": 3}),
+        _ltc("unfolds=12", "12 ODE unfolds per step", head_kwargs={"ode_unfolds": 12}),
+        _ltc("wiring=autoncp", "sparse NCP wiring (autoncp, 16 motor neurons) instead of dense",
+             head_kwargs={"wiring": "autoncp", "wiring_kwargs": {"output_size": 16}}),
+        _ltc("lr 1e-2", "learning rate 1e-2 (default 3e-3)", lr=1e-2),
+        _ltc("dt=log1p", "the head gets log(1 + dt / time_scale)", model={"dt_transform": "log1p"}),
+    ],
+    # the best heads of other kinds on the comparison's tasks that need time, at the same budget
+    "references": [Variant("gru_dt", "gru_dt"), Variant("gru", "gru"), Variant("lstm", "lstm")],
+}
+
+
+def ablation_variants(text: str) -> list[Variant]:
+    """The variants of the comma-separated ablation names, then the reference heads."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in ABLATIONS or n == "references"]
+    if not names or unknown:
+        raise PerceptionError(f"--ablation: expected a comma-separated list of {', '.join(k for k in ABLATIONS if k != 'references')}, "
+                              f"got {text!r}")
+    return [v for n in dict.fromkeys(names) for v in ABLATIONS[n]] + ABLATIONS["references"]
+
+
+def variant_args(variant: Variant, median_dt: float) -> list[str]:
+    """``perception train`` options for ``variant`` (the head options go in with the hidden size)."""
+    argv = []
+    for key, value in variant.model.items():
+        if key == "time_scale_factor":
+            argv += ["--model.time_scale", repr(float(value) * median_dt)]
+        else:
+            argv += [f"--model.{key}", str(value).lower() if isinstance(value, bool) else str(value)]
+    for key, value in variant.trainer.items():
+        argv += [f"--trainer.{key}", str(value)]
+    return argv
+
+
+# ------------------------------------------------------------------------------------------------
+# The table.
+
+def ablation_rows(rows: list[dict], variants: list[Variant], tasks: list[dict]) -> list[dict]:
+    """Per variant and condition: the mean accuracy over the tasks that need time (per seed, then
+    mean and 95 % interval over seeds), the same per task, and the difference from the default."""
+    timed = [t["task"] for t in tasks if t["needs_time"] is True]
+    if not timed:
+        raise PerceptionError("the ablation needs tasks that need time (the built-in dataset has them)")
+    out = []
+    for variant in variants:
+        mine = [r for r in rows if r["head"] == variant.name]
+        for condition in ABLATION_CONDITIONS:
+            per_seed: dict[int, list[float]] = {}
+            per_task: dict[str, list[float]] = {}
+            for r in mine:
+                if r["condition"] == condition and r["task"] in timed:
+                    per_seed.setdefault(r["seed"], []).append(r["acc"])
+                    per_task.setdefault(r["task"], []).append(r["acc"])
+            if not per_seed:
+                continue
+            mean, low, high = interval([float(np.mean(v)) for v in per_seed.values()])
+            row = {"variant": variant.name, "head": variant.head, "change": variant.change or "(the default)",
+                   "condition": condition, "seeds": len(per_seed), "time_acc_mean": mean,
+                   "time_acc_ci_low": low, "time_acc_ci_high": high}
+            row.update({f"{t}_mean": float(np.mean(per_task[t])) for t in timed if t in per_task})
+            out.append(row)
+    defaults = {(r["head"], r["condition"]): r for r in out if r["change"] == "(the default)"}
+    for r in out:
+        base = defaults.get((r["head"], r["condition"]))
+        r["delta"] = r["time_acc_mean"] - base["time_acc_mean"] if base else float("nan")
+        r["verdict"] = _verdict(r, base)
+    return out
+
+
+def _verdict(row: dict, base: dict | None) -> str:
+    if base is None or base is row or row["change"] == "(the default)":
+        return ""
+    if row["seeds"] < 2 or base["seeds"] < 2:
+        return "one seed: no interval"
+    if row["time_acc_ci_low"] > base["time_acc_ci_high"]:
+        return "better"
+    if row["time_acc_ci_high"] < base["time_acc_ci_low"]:
+        return "worse"
+    return "within noise"
+
+
+def goal(table: list[dict]) -> list[str]:
+    """The issue's goal, read off the table: the best liquid variant within 2 points of the best other
+    head under the training timing, and ahead of it at each unseen rate."""
+    lines = []
+    at = {(r["variant"], r["condition"]): r for r in table}
+    liquid = [r for r in table if r["condition"] == "train_timing" and r["head"] in LIQUID_HEADS]
+    other = [r for r in table if r["condition"] == "train_timing" and r["head"] not in LIQUID_HEADS]
+    if not liquid or not other:
+        return lines
+    best_l = max(liquid, key=lambda r: r["time_acc_mean"])
+    best_o = max(other, key=lambda r: r["time_acc_mean"])
+    gap = 100 * (best_o["time_acc_mean"] - best_l["time_acc_mean"])
+    lines.append(f"Training timing: best liquid variant `{best_l['variant']}` {100 * best_l['time_acc_mean']:.1f} %, "
+                 f"best other head `{best_o['variant']}` {100 * best_o['time_acc_mean']:.1f} %: "
+                 + ("within 2 points (goal met)" if gap <= 2 else f"{gap:.1f} points behind (goal of 2 points NOT met)")
+                 + ".")
+    for condition in ABLATION_CONDITIONS[1:]:
+        mine, theirs = at.get((best_l["variant"], condition)), at.get((best_o["variant"], condition))
+        if mine is None or theirs is None:
+            continue
+        ahead = mine["time_acc_ci_low"] > theirs["time_acc_ci_high"]
+        lines.append(f"`{condition}`: `{best_l['variant']}` {100 * mine['time_acc_mean']:.1f} % vs "
+                     f"`{best_o['variant']}` {100 * theirs['time_acc_mean']:.1f} %: "
+                     + ("ahead beyond the intervals (goal met)." if ahead else "not ahead beyond the intervals "
+                        "(goal NOT met)."))
+    return lines
+
+
+def write_ablation(folder: Path, rows: list[dict], variants: list[Variant], tasks: list[dict],
+                   setup: dict) -> list[Path]:
+    """ablation.csv and ablation.md in ``folder``; the paths written."""
+    table = ablation_rows(rows, variants, tasks)
+    timed = [t["task"] for t in tasks if t["needs_time"] is True]
+    written = [atomic_write(folder / "ablation.csv", lambda tmp: tmp.write_text(_csv_text(table)))]
+    at = {(r["variant"], r["condition"]): r for r in table}
+
+    def cell(r: dict | None) -> str:
+        if r is None:
+            return "n/a"
+        return f"{100 * r['time_acc_mean']:.1f} ({100 * r['time_acc_ci_low']:.0f}-{100 * r['time_acc_ci_high']:.0f})"
+
+    seeds = max((r["seeds"] for r in table), default=1)
+    lines = ["# Ablation of the liquid heads", "",
+             f"One change at a time from each head's defaults; accuracy in % averaged over the tasks that need "
+             f"time ({', '.join(timed)}; chance 50 each), mean over {seeds} seeds with its 95 % interval. "
+             "Verdict: the change against its head's default under the training timing, `better`/`worse` only "
+             "when the intervals do not overlap.", "", "## Set-up", ""]
+    lines += [f"- {k}: {v}" for k, v in setup.items()]
+    lines += ["", "## Table", "",
+              "| variant | change | " + " | ".join(ABLATION_CONDITIONS) + " | "
+              + " | ".join(f"{t} (train timing)" for t in timed) + " | vs default | verdict |",
+              "|---|---|" + "---|" * (len(ABLATION_CONDITIONS) + len(timed) + 2)]
+    for variant in variants:
+        base = at.get((variant.name, "train_timing"))
+        if base is None:
+            continue
+        lines.append(f"| {variant.name} | {base['change']} | "
+                     + " | ".join(cell(at.get((variant.name, c))) for c in ABLATION_CONDITIONS) + " | "
+                     + " | ".join(f"{100 * base.get(f'{t}_mean', float('nan')):.1f}" for t in timed) + " | "
+                     + ("" if base["change"] == "(the default)" or np.isnan(base["delta"])
+                        else f"{100 * base['delta']:+.1f}") + f" | {base['verdict']} |")
+    lines += ["", "## The goal", ""] + [f"- {line}" for line in goal(table)]
+    lines += ["", "Only what was measured here: this data, this backbone, this budget.", ""]
+    written.insert(0, atomic_write(folder / "ablation.md", lambda tmp: tmp.write_text("\n".join(lines))))
+    return written
