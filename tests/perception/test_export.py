@@ -15,9 +15,12 @@ PRE = Preprocessing.events((32, 32), (32, 32), {"name": "voxel_grid", "bins": 5,
                                                 "normalize": "standard"}, WindowSpec.duration(50_000), 0.05)
 
 
-def _checkpoint(tmp_path, head):
+def _checkpoint(tmp_path, head, **options):
     torch.manual_seed(0)
-    model = PerceptionModel(5, 3, head=head, backbone_kwargs={"width": 0.5}, time_scale=0.05).eval()
+    model = PerceptionModel(5, 3, head=head, backbone_kwargs={"width": 0.5}, time_scale=0.05, **options).eval()
+    if options.get("dt_transform") == "learned":
+        with torch.no_grad():
+            model.dt_gain.fill_(0.4)  # not the identity: the exported graph must carry it
     return save_checkpoint(tmp_path / f"{head}.ckpt", model, ["a", "b", "c"], PRE)
 
 
@@ -32,6 +35,17 @@ def test_every_head_exports_and_matches_pytorch(tmp_path, head, fmt):
     meta = json.loads(path.with_suffix(path.suffix + ".json").read_text())
     assert meta["classes"] == ["a", "b", "c"] and Preprocessing.from_dict(meta["preprocessing"]) == PRE
     assert meta["outputs"][0] == "logits" and len(meta["state_shapes"]) == len(meta["outputs"]) - 1
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize("transform", ["log1p", "learned"])
+def test_dt_transforms_export_and_match_pytorch(tmp_path, transform, fmt):
+    torch.set_num_threads(1)
+    loaded = load_checkpoint(_checkpoint(tmp_path, "cfc", dt_transform=transform))
+    assert loaded.model.dt_transform == transform
+    path = export(loaded, tmp_path / f"cfc.{fmt}", fmt)
+    worst, steps = check(loaded, path, fmt, random_inputs(loaded, 20))
+    assert steps == 20 and worst <= 1e-4
 
 
 def test_cli_checks_on_a_recorded_stream(tmp_path, shared_data, capsys):
