@@ -47,6 +47,7 @@ _MODEL_KEYS: dict[str, tuple[type, ...]] = {
     "in_channels": (int,), "num_classes": (int,), "backbone": (str,), "head": (str,),
     "backbone_kwargs": (dict, type(None)), "head_kwargs": (dict, type(None)), "time_scale": (int, float),
     "dropout": (int, float), "feature_norm": (bool,), "dt_transform": (str,),
+    "output_integrator": (bool,),
 }
 
 

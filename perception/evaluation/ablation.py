@@ -69,6 +69,8 @@ ABLATIONS: dict[str, list[Variant]] = {
         _cfc("layers=2", "two backbone layers inside the cell", head_kwargs={"backbone_layers": 2}),
         _cfc("units=64", "backbone units 64 (default 128)", head_kwargs={"backbone_units": 64}),
         _cfc("units=256", "backbone units 256 (default 128)", head_kwargs={"backbone_units": 256}),
+        _cfc("integrator", "a leaky integrator with learned time constants between head and classifier",
+             model={"output_integrator": True}),
         _cfc("no_gate", "mode no_gate: h = tanh(f1) + g tanh(f2)", head_kwargs={"mode": "no_gate"}),
         _cfc("gate_a=+1", "time gate a-bias starts at +1 (gate opens with elapsed time)",
              head_kwargs={"time_gate_bias": [1.0, 0.0]}),
@@ -93,9 +95,14 @@ ABLATIONS: dict[str, list[Variant]] = {
              head_kwargs={"wiring": "autoncp", "wiring_kwargs": {"output_size": 16}}),
         _ltc("lr 1e-2", "learning rate 1e-2 (default 3e-3)", lr=1e-2),
         _ltc("dt=log1p", "the head gets log(1 + dt / time_scale)", model={"dt_transform": "log1p"}),
+        _ltc("integrator", "a leaky integrator with learned time constants between head and classifier",
+             model={"output_integrator": True}),
     ],
     # the best heads of other kinds on the comparison's tasks that need time, at the same budget
-    "references": [Variant("gru_dt", "gru_dt"), Variant("gru", "gru"), Variant("lstm", "lstm")],
+    # (gru_dt also with the output integrator: it is not specific to the liquid heads)
+    "references": [Variant("gru_dt", "gru_dt"), Variant("gru", "gru"), Variant("lstm", "lstm"),
+                   Variant("gru_dt integrator", "gru_dt", "gru_dt with the output integrator",
+                           model={"output_integrator": True})],
 }
 
 

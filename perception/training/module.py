@@ -43,8 +43,9 @@ class PerceptionModule(L.LightningModule):
             CLI; ``class_names`` and ``preprocessing`` (a ``data.Preprocessing``) are stored in
             checkpoints for inference.
         time_scale: seconds per unit of head time; None takes the training data's median dt.
-        dt_transform, feature_norm: ``perception.model.PerceptionModel``'s options (what the head gets
-            from dt; the LayerNorm on the backbone's features).
+        dt_transform, feature_norm, output_integrator: ``perception.model.PerceptionModel``'s options
+            (what the head gets from dt; the LayerNorm on the backbone's features; a leaky integrator
+            with learned time constants between a time-aware head and the classifier).
         warmup: the part of the training steps over which the learning rate rises linearly to
             ``lr`` (0: none), before the cosine decay.
     """
@@ -66,6 +67,7 @@ class PerceptionModule(L.LightningModule):
         time_scale: float | None = None,
         dt_transform: str = "scale",
         feature_norm: bool = True,
+        output_integrator: bool = False,
         warmup: float = 0.15,
     ) -> None:
         super().__init__()
@@ -85,7 +87,7 @@ class PerceptionModule(L.LightningModule):
         self.model = PerceptionModel(
             in_channels, num_classes, backbone, head, backbone_kwargs, head_kwargs,
             time_scale=1.0 if time_scale is None else time_scale, dropout=dropout, feature_norm=feature_norm,
-            dt_transform=dt_transform,
+            dt_transform=dt_transform, output_integrator=output_integrator,
         )
         self.classes = list(class_names) if class_names is not None else [str(k) for k in range(num_classes)]
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")

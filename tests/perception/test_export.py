@@ -38,11 +38,12 @@ def test_every_head_exports_and_matches_pytorch(tmp_path, head, fmt):
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-@pytest.mark.parametrize("transform", ["log1p", "learned"])
-def test_dt_transforms_export_and_match_pytorch(tmp_path, transform, fmt):
+@pytest.mark.parametrize("options", [{"dt_transform": "log1p"}, {"dt_transform": "learned"},
+                                     {"output_integrator": True, "head_kwargs": {"mixed_memory": True}}])
+def test_model_options_export_and_match_pytorch(tmp_path, options, fmt):
     torch.set_num_threads(1)
-    loaded = load_checkpoint(_checkpoint(tmp_path, "cfc", dt_transform=transform))
-    assert loaded.model.dt_transform == transform
+    loaded = load_checkpoint(_checkpoint(tmp_path, "cfc", **options))
+    assert loaded.model.config()["dt_transform"] == options.get("dt_transform", "scale")
     path = export(loaded, tmp_path / f"cfc.{fmt}", fmt)
     worst, steps = check(loaded, path, fmt, random_inputs(loaded, 20))
     assert steps == 20 and worst <= 1e-4

@@ -83,6 +83,48 @@ def test_dt_transforms_give_the_head_what_they_name():
     assert learned.dt_gain.grad is not None and learned.dt_gain.grad.abs() > 0
 
 
+@pytest.mark.parametrize("head, head_kwargs", [("cfc", {}), ("cfc", {"mixed_memory": True}), ("gru_dt", {}), ("ltc", {})])
+def test_output_integrator_streams_as_it_runs_clips(head, head_kwargs):
+    model = _model(head, head_kwargs=head_kwargs, output_integrator=True)
+    x, dt = _clip(t=6)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    mask[1, 4:] = False
+    with torch.no_grad():
+        logits, state = model(x, dt)
+        stream = None
+        for t in range(6):
+            step_logits, stream = model.step(x[:, t], dt[:, t: t + 1], stream)
+            torch.testing.assert_close(step_logits, logits[:, t], atol=1e-5, rtol=1e-4)
+        # the integrator's y is the last leaf of the state, after the head's own
+        plain = model.head.init_state(2)
+        assert len(state) == (len(plain) if isinstance(plain, tuple) else 1) + 1 and state[-1].shape == (2, 64)
+        torch.testing.assert_close(stream[-1], state[-1], atol=1e-5, rtol=1e-4)
+        padded, _ = model(x, dt, mask)
+        alone, _ = model(x[1:, :4], dt[1:, :4])
+    torch.testing.assert_close(padded[1, :4], alone[0], atol=1e-5, rtol=1e-4)
+
+
+def test_output_integrator_fades_in_real_time():
+    model = _model("cfc", output_integrator=True)
+    o = torch.randn(1, 1, 64)
+    y0 = torch.zeros(1, 64)
+    tau = torch.exp(model.integrator.log_tau)
+    for t in (0.0, 0.5, 5.0):
+        out, y = model.integrator(o, torch.full((1, 1), t), y0)
+        torch.testing.assert_close(y, (1 - torch.exp(-t / tau)) * o[:, 0])
+    # its time constants train
+    x, dt = _clip()
+    model.train()(x, dt)[0].sum().backward()
+    assert model.integrator.log_tau.grad.abs().sum() > 0
+    assert PerceptionModel(**model.config()).config()["output_integrator"] is True
+
+
+def test_output_integrator_is_refused_for_heads_that_ignore_dt():
+    for head in ("gru", "lstm", "none"):
+        with pytest.raises(PerceptionError, match=f"output_integrator: the head '{head}' ignores dt"):
+            _model(head, output_integrator=True)
+
+
 def test_learned_dt_gain_survives_the_config_round_trip():
     model = _model("cfc", dt_transform="learned")
     with torch.no_grad():
