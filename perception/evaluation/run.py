@@ -14,6 +14,13 @@ Every final model (its best-on-validation checkpoint) is tested under every cond
 a data module's own ``tasks()``, or one task of all classes. Parameters, operations per step
 (``measure.ops_per_step``) and the streaming step latency complete a row; a logistic regression on
 each clip's mean input is the linear floor. ``perception.evaluation.report`` writes the folder.
+
+The budget bounds every run on any data (``BUDGETS``; ``--quick`` picks the small one): its epochs
+replace the config's (``--epochs`` or ``--trainer.max_epochs`` on the command line win), and a data
+module that takes ``train_size``, ``val_size``, ``test_size`` or ``in_memory`` (the built-in dataset,
+chains) gets the budget's values for them unless the command line gives them (``--train-size``,
+``--test-size``, ``--data.val_size``, ...). The built-in dataset also gets the budget's clip size,
+steps and batch size, and the CNN at half width.
 """
 from __future__ import annotations
 
@@ -44,12 +51,14 @@ from perception.model import DEFAULT_HIDDEN, count_parameters
 @dataclass(frozen=True)
 class Budget:
     """What every head gets: seeds, the learning-rate grid, hidden sizes (the first is the main one),
-    epochs (None: the config's) and, for the built-in dataset, its size."""
+    epochs, data options for any data module that takes them (``data``) and the built-in dataset's
+    own (``builtin``)."""
 
     seeds: int
     lrs: tuple[float, ...]
     hidden: tuple[int, ...]
-    epochs: int | None
+    epochs: int
+    data: dict
     builtin: dict
     size_seeds: int = 2  # seeds at the other hidden sizes (their accuracy still gets an interval)
 
@@ -57,11 +66,13 @@ class Budget:
 BUDGETS = {
     # about 45 minutes on 2 idle cores for the seven heads (47 runs of 768 steps)
     "default": Budget(seeds=3, lrs=(1e-3, 3e-3, 1e-2), hidden=(DEFAULT_HIDDEN, 16), epochs=8,
-                      builtin={"train_size": 1536, "val_size": 256, "test_size": 400, "size": 32, "batch_size": 16}),
-    # about 8 minutes: 21 runs of 96 steps on 8-step clips; a first look, not a verdict
+                      data={"train_size": 1536, "val_size": 256, "test_size": 400},
+                      builtin={"size": 32, "batch_size": 16}),
+    # about 8 minutes: 21 runs of 96 steps on 8-step clips; a first look, not a verdict. Small splits
+    # are kept in memory (chains: computed once for every run instead of once per epoch and run).
     "quick": Budget(seeds=2, lrs=(3e-3, 1e-2), hidden=(DEFAULT_HIDDEN,), epochs=4,
-                    builtin={"train_size": 384, "val_size": 96, "test_size": 160, "size": 32, "steps": 8,
-                             "batch_size": 16}),
+                    data={"train_size": 384, "val_size": 96, "test_size": 160, "in_memory": True},
+                    builtin={"size": 32, "steps": 8, "batch_size": 16}),
 }
 # On the built-in dataset the CNN is the small one at half width: the heads are what is compared, and
 # the backbone is most of the cost of a run.
@@ -98,14 +109,14 @@ def budget_of(args: argparse.Namespace) -> Budget:
         if args.epochs < 1:
             raise PerceptionError(f"--epochs: expected a positive integer, got {args.epochs}")
         values["epochs"] = args.epochs
-    builtin = dict(base.builtin)
+    data = dict(base.data)
     for option in ("train_size", "test_size"):
         value = getattr(args, option)
         if value is not None:
             if value < 1:
                 raise PerceptionError(f"--{option.replace('_', '-')}: expected a positive integer, got {value}")
-            builtin[option] = value
-    return Budget(**{**base.__dict__, **values, "builtin": builtin})
+            data[option] = value
+    return Budget(**{**base.__dict__, **values, "data": data})
 
 
 def seeds_of(args: argparse.Namespace, budget: Budget) -> list[int]:
@@ -149,19 +160,21 @@ class Trainer:
         self.build_cli, self.output = build_cli, output
         probe = build_cli([*train_args, "--trainer.logger", "false"])
         self.builtin = isinstance(probe.datamodule, SyntheticDataModule)
-        self.data_args = []
-        if self.builtin:  # the built-in dataset at the budget's size, unless the command line says otherwise
-            given = " ".join(train_args)
-            for key, value in budget.builtin.items():
-                if f".{key}" not in given:
-                    self.data_args += [f"--data.init_args.{key}", str(value)]
-            for key, value in BUILTIN_MODEL.items():
-                if f"--model.{key}" not in given:
-                    self.data_args += [f"--model.{key}", value if isinstance(value, str) else json.dumps(value)]
+        # the budget's data options the data module takes, unless the command line gives them
+        takes = _init_options(type(probe.datamodule))
+        options = {**budget.data, **(budget.builtin if self.builtin else {})}
+        self.data_args = [arg for key, value in options.items() if key in takes and not _given(train_args, "data", key)
+                          for arg in (f"--data.init_args.{key}", json.dumps(value))]
+        if self.builtin:  # the CNN at half width, unless the command line says otherwise
+            self.data_args += [arg for key, value in BUILTIN_MODEL.items() if not _given(train_args, "model", key)
+                               for arg in (f"--model.{key}", value if isinstance(value, str) else json.dumps(value))]
+        if self.data_args:
             probe = build_cli([*train_args, *self.data_args, "--trainer.logger", "false"])
         self.train_args, self.datamodule = train_args, probe.datamodule
-        # the budget's epochs on the built-in dataset; a config's own elsewhere, unless --epochs says
-        self.epochs = epochs if epochs is not None else (budget.epochs if self.builtin else None)
+        # the budget's epochs on any data, unless --epochs or --trainer.max_epochs says otherwise
+        if epochs is None:
+            epochs = None if _given(train_args, "trainer", "max_epochs") else budget.epochs
+        self.epochs = epochs
         self.config_epochs = probe.config.trainer.get("max_epochs")
 
     def fit(self, variant: Variant, lr: float, seed: int, hidden: int | None) -> dict:
@@ -393,6 +406,18 @@ def _needs_time(task: str, tasks: list[dict]):
     return next(t["needs_time"] for t in tasks if t["task"] == task)
 
 
+def _given(train_args: list[str], group: str, key: str) -> bool:
+    """Whether the command line gives option ``key`` of ``group`` ("data", "model", "trainer")."""
+    names = {f"--{group}.{key}", f"--{group}.init_args.{key}"}
+    return any(arg.split("=", 1)[0] in names for arg in train_args)
+
+
+def _init_options(cls) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(cls.__init__).parameters)
+
+
 def _head_options(head: str) -> set[str]:
     import inspect
 
@@ -424,7 +449,7 @@ def run_checkpoints(args: argparse.Namespace, budget: Budget) -> dict:
             raise PerceptionError(f"{path}: trained on other data than {paths[0]} ({key} vs {data})")
         data = key
         loaded.append(load_checkpoint(path).model.eval())
-    test_size = args.test_size or budget.builtin["test_size"]
+    test_size = args.test_size or budget.data["test_size"]
     datamodule = SyntheticDataModule(modality=data["modality"], size=data["size"], steps=data["steps"],
                                      classes=data["classes"], bins=data["bins"] or 5, normalize=data["normalize"],
                                      fps_range=tuple(data["fps_range"]), jitter=data["jitter"], seed=data["seed"],

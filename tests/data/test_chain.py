@@ -7,6 +7,7 @@ from the tensors alone and compare them with the chain's plan.
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +148,18 @@ def test_interval_gaps_differ_in_time_only(nmnist_root):
     per_step, _ = runs(x)
     gap = gap_steps(per_step)[0]
     assert np.diff(t.numpy(), prepend=0.0)[gap].sum() == pytest.approx(plans[0].gaps[0], abs=1e-6)
+
+
+def test_interval_inputs_do_not_depend_on_the_gap(nmnist_root):
+    """Only t tells a short gap from a long one: the same chain with a 5x longer first gap has the same
+    inputs x (same steps, same values) and a later end; so a head that ignores dt is at chance."""
+    chains = nmnist_chains(nmnist_root, task="interval", k=3, size=6, gap_range=(0.05, 1.35))
+    for i in range(len(chains)):
+        plan = chains.plan(i)
+        longer = replace(plan, gaps=(plan.gaps[0] * 5, *plan.gaps[1:]))
+        (x, t), (x_longer, t_longer) = chains._events(plan), chains._events(longer)
+        assert x.shape == x_longer.shape and np.array_equal(x, x_longer)
+        assert t_longer[-1] - t[-1] == pytest.approx(plan.gaps[0] * 4, abs=1e-5)
 
 
 def test_chains_are_deterministic_per_seed_split_and_index(nmnist_root):

@@ -156,3 +156,61 @@ def test_train_on_the_nmnist_chain_config(in_tmp, capsys):
     loaded = load_checkpoint(best)
     assert len(loaded.classes) == 6 and loaded.classes[0] == "3<then>7<then>8"
     assert loaded.preprocessing.window.mode == "frames" and loaded.preprocessing.sensor_size == (34, 34)
+
+
+def _budget(quick: bool, epochs=None, train_size=None):
+    from argparse import Namespace
+
+    from perception.evaluation.run import budget_of
+
+    return budget_of(Namespace(quick=quick, seeds=None, lrs=None, epochs=epochs, train_size=train_size, test_size=None))
+
+
+def test_evaluate_budget_bounds_a_chain_config(in_tmp):
+    """perception evaluate on nmnist_chain: the budget's epochs and chain counts replace the config's
+    (4000 / 400 / 1000 chains, 10 epochs), unless the command line gives them."""
+    from perception.evaluation.run import Trainer
+
+    root = str(_nmnist(in_tmp / "datasets"))
+    config = ["--config", "nmnist_chain", "--data.root", root]
+
+    quick = Trainer(config, _budget(quick=True), in_tmp / "out")
+    assert quick.epochs == 4 and quick.config_epochs == 10
+    assert {name: len(quick.datamodule.split(name)) for name in ("train", "val", "test")} == \
+        {"train": 384, "val": 96, "test": 160}
+    assert quick.datamodule.hparams.in_memory is True  # small splits: computed once for every run
+
+    default = Trainer(config, _budget(quick=False), in_tmp / "out")
+    assert default.epochs == 8 and default.datamodule.sizes == {"train": 1536, "val": 256, "test": 400}
+    assert default.datamodule.hparams.in_memory is False  # the config's
+
+    # the command line wins: evaluate's own options and perception train's
+    given = Trainer([*config, "--data.val_size=12", "--data.init_args.in_memory", "false",
+                     "--trainer.max_epochs", "2"], _budget(quick=True, train_size=20), in_tmp / "out")
+    assert given.epochs is None and given.config_epochs == 2
+    assert given.datamodule.sizes == {"train": 20, "val": 12, "test": 160}
+    assert given.datamodule.hparams.in_memory is False
+    # --epochs (passed to Trainer as run() does) wins over --trainer.max_epochs
+    assert Trainer([*config, "--trainer.max_epochs", "2"], _budget(quick=True, epochs=3), in_tmp / "out",
+                   epochs=3).epochs == 3
+
+
+@pytest.mark.slow
+def test_evaluate_on_the_nmnist_chain_config(in_tmp):
+    """The issue's command (perception evaluate --quick --config nmnist_chain) on a folder in
+    N-MNIST's layout, made small: the order task is scored with chance 1/2, the CNN alone included."""
+    import csv
+
+    root = str(_nmnist(in_tmp / "datasets"))
+    out = in_tmp / "report"
+    assert main(["evaluate", "--quick", "--config", "nmnist_chain", "--data.root", root, "--heads", "gru_dt,none",
+                 "--seeds", "0,1", "--lrs", "0.01", "--train-size", "8", "--test-size", "6", "--data.val_size", "4",
+                 "--model.backbone_kwargs", "{width: 0.5}", "--threads", "1", "--output", str(out),
+                 "--no-plots"]) == 0
+    summary = list(csv.DictReader((out / "summary.csv").open()))
+    order = [s for s in summary if s["task"] == "order" and s["condition"] == "train_timing"]
+    assert {s["head"] for s in order} == {"gru_dt", "none", "linear"}
+    assert {s["chance"] for s in order} == {"0.5"} and {s["needs_time"] for s in order} == {"True"}
+    assert all(s["seeds"] == "2" for s in order if s["head"] != "linear")
+    report = (out / "report.md").read_text()
+    assert "- train clips: 8" in report and "- test clips: 6" in report and "- epochs: 4" in report
