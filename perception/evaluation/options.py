@@ -41,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a small budget on any data: 2 seeds, 2 learning rates, one size, 4 epochs, 384/96/160 "
                              "train/validation/test clips kept in memory where the data module takes those "
                              "options (chains), 8-step 32 x 32 clips on the built-in dataset")
+    parser.add_argument("--reuse-runs", action="store_true",
+                        help="reuse the runs of an earlier call with the same --output that finished with the same "
+                             "options (an interrupted comparison goes on where it stopped)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: what torch picks)")
     parser.epilog = ("Also takes perception train's --config NAME|FILE, --data.*, --model.* and --trainer.* options: "

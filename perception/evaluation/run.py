@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from data.synthetic import TASKS
 from heads import head_entry, list_heads
+from perception._files import atomic_write
 from perception.checkpoint import load_checkpoint, read_checkpoint
 from perception.errors import PerceptionError
 from perception.evaluation.ablation import ABLATION_CONDITIONS, Variant, ablation_variants, variant_args, write_ablation
@@ -78,6 +79,7 @@ BUDGETS = {
 # the backbone is most of the cost of a run.
 BUILTIN_MODEL = {"backbone": "small", "backbone_kwargs": {"width": 0.5}}
 # Options of perception train that evaluate passes on; the rest are evaluate's own.
+FINISHED = "finished.json"  # written in a run's folder when its training ends (``--reuse-runs``)
 TRAIN_OPTIONS = ("--config", "-c", "--data", "--model.", "--trainer.", "--seed_everything")
 
 
@@ -177,8 +179,8 @@ class Trainer:
         self.epochs = epochs
         self.config_epochs = probe.config.trainer.get("max_epochs")
 
-    def fit(self, variant: Variant, lr: float, seed: int, hidden: int | None) -> dict:
-        """Train one model; its best checkpoint, best validation accuracy and training seconds."""
+    def run_of(self, variant: Variant, lr: float, seed: int, hidden: int | None) -> tuple[Path, list[str]]:
+        """The run's folder and its ``perception train`` options."""
         name = f"{variant.name.replace(' ', '_')}-h{hidden or 0}-lr{lr:g}-seed{seed}"
         logger = [{"class_path": "lightning.pytorch.loggers.CSVLogger",
                    "init_args": {"save_dir": str(self.output / "runs"), "name": variant.head, "version": name}}]
@@ -190,6 +192,19 @@ class Trainer:
                 *variant_args(variant, float(self.datamodule.time_scale))]
         if self.epochs is not None:
             argv += ["--trainer.max_epochs", str(self.epochs)]
+        return self.output / "runs" / variant.head / name, argv
+
+    def fit(self, variant: Variant, lr: float, seed: int, hidden: int | None, reuse: bool = False) -> dict:
+        """Train one model; its best checkpoint, best validation accuracy and training seconds. With
+        ``reuse``, a run that finished before with the same options (its ``finished.json``) is not
+        trained again."""
+        folder, argv = self.run_of(variant, lr, seed, hidden)
+        name = folder.name
+        marker = folder / FINISHED
+        if reuse and marker.is_file():
+            done = json.loads(marker.read_text())
+            if done.get("argv") == argv and Path(done.get("checkpoint", "")).is_file():
+                return {**done, "reused": True}
         cli = self.build_cli(argv)
         self.datamodule.shuffle_seed = seed  # the training order follows the run's seed, as in perception train
         start = time.perf_counter()
@@ -200,8 +215,10 @@ class Trainer:
         score = callback.best_model_score if callback is not None else None
         if not best:
             raise PerceptionError(f"{name}: training wrote no checkpoint (the config needs a ModelCheckpoint on val/acc)")
-        return {"checkpoint": best, "val_acc": float(score) if score is not None else float("nan"),
-                "train_s": seconds}
+        done = {"checkpoint": best, "val_acc": float(score) if score is not None else float("nan"),
+                "train_s": seconds, "argv": argv}
+        atomic_write(marker, lambda tmp: tmp.write_text(json.dumps(done)))
+        return done
 
 
 # ------------------------------------------------------------------------------------------------
@@ -349,7 +366,7 @@ def run(args: argparse.Namespace) -> dict:
         if lr is None:
             lr = choices[name]["lr"]
         progress.set_postfix_str(f"{name} lr {lr:g} seed {seed}" + (f" hidden {hidden}" if hidden else ""))
-        fitted = trainer.fit(variant, lr, seed, hidden)
+        fitted = trainer.fit(variant, lr, seed, hidden, reuse=args.reuse_runs)
         if stage == "tune":
             choices.setdefault(name, {"grid": {}})["grid"][lr] = fitted["val_acc"]
             models[(name, lr)] = (fitted, seed, hidden)
@@ -368,7 +385,7 @@ def run(args: argparse.Namespace) -> dict:
         mine = [r for r in mine if r["condition"] == "train_timing"]
         tqdm.write(f"{name:>8} seed {seed}" + (f" hidden {hidden}" if hidden else "") + f" lr {lr:g}: "
                    + ", ".join(f"{r['task']} {100 * r['acc']:.0f}%" for r in mine)
-                   + f"  (train {fitted['train_s']:.0f} s)")
+                   + ("  (reused)" if fitted.get("reused") else f"  (train {fitted['train_s']:.0f} s)"))
 
     floor_rows, floor_params = linear_floor(datamodule, tasks)
     rows += [scorer.row(score, head="linear", hidden="", seed=0, lr="", time_aware=False, params=floor_params,

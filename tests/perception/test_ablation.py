@@ -85,11 +85,20 @@ def test_ablation_end_to_end(tmp_path, monkeypatch, capsys):
              "references": [Variant("gru_dt", "gru_dt")]}
     monkeypatch.setattr(ablation, "ABLATIONS", small)
     out = tmp_path / "ablation"
-    assert main(["evaluate", "--quick", "--train-size", "32", "--test-size", "16", "--epochs", "1", "--threads", "1",
-                 "--data.init_args.val_size", "16", "--data.init_args.size", "24", "--ablation", "cfc",
-                 "--seeds", "0,1", "--no-plots", "--output", str(out)]) == 0
+    argv = ["evaluate", "--quick", "--train-size", "32", "--test-size", "16", "--epochs", "1", "--threads", "1",
+            "--data.init_args.val_size", "16", "--data.init_args.size", "24", "--ablation", "cfc",
+            "--seeds", "0,1", "--no-plots", "--output", str(out)]
+    assert main(argv) == 0
     assert f"report: {out / 'ablation.md'}" in capsys.readouterr().out
     results = list(csv.DictReader((out / "results.csv").open()))
+    # called again with --reuse-runs: every finished run is reused, and scores the same
+    again = [*argv, "--reuse-runs"]
+    assert main(again) == 0
+    assert capsys.readouterr().out.count("(reused)") == 8
+    assert [r["acc"] for r in csv.DictReader((out / "results.csv").open())] == [r["acc"] for r in results]
+    # a run whose options changed (here its epochs) is trained again
+    assert main([*again, "--epochs", "2"]) == 0
+    assert "(reused)" not in capsys.readouterr().out
     trained = [r for r in results if r["head"] != "linear"]
     assert {r["condition"] for r in trained} == set(ABLATION_CONDITIONS)
     assert {(r["head"], r["seed"], r["lr"]) for r in trained} == {
