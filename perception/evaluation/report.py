@@ -27,8 +27,9 @@ SUMMARY_COLUMNS = ("task", "needs_time", "chance", "condition", "head", "seeds",
 CHANCE_MARGIN = 0.10  # a task that needs time has the CNN alone within this of chance
 
 
-def interval(values: Sequence[float]) -> tuple[float, float, float]:
-    """(mean, low, high): the 95 % Student-t interval of the mean; low = high = nan for one value."""
+def interval(values: Sequence[float], bounds: tuple[float, float] = (0.0, 1.0)) -> tuple[float, float, float]:
+    """(mean, low, high): the 95 % Student-t interval of the mean, kept within ``bounds`` (accuracies:
+    [0, 1]; differences of accuracies: [-1, 1]); low = high = nan for one value."""
     arr = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
     if arr.size == 0:
         return float("nan"), float("nan"), float("nan")
@@ -38,7 +39,7 @@ def interval(values: Sequence[float]) -> tuple[float, float, float]:
     from scipy.stats import t
 
     half = float(t.ppf(0.975, arr.size - 1) * arr.std(ddof=1) / math.sqrt(arr.size))
-    return mean, max(0.0, mean - half), min(1.0, mean + half)  # accuracies: the interval stays in [0, 1]
+    return mean, max(bounds[0], mean - half), min(bounds[1], mean + half)
 
 
 def summarise(rows: list[dict], main_hidden: dict[str, object]) -> list[dict]:

@@ -356,7 +356,7 @@ def run(args: argparse.Namespace) -> dict:
         sizes = budget.hidden if "hidden_size" in _head_options(variant.head) else (None,)
         lrs = (variant.lr,) if args.ablation and args.lrs is None else budget.lrs
         plan += [(variant, lr, seeds[0], sizes[0], "tune", len(lrs)) for lr in lrs]
-        plan += [(variant, None, seed, sizes[0], "seed", 0) for seed in seeds[1:]]
+        plan += [(variant, None, seed, sizes[0], "seed", 0) for seed in seeds[1:variant.seeds or len(seeds)]]
         if not args.ablation:
             plan += [(variant, None, seed, size, "size", 0) for size in sizes[1:] for seed in seeds[:budget.size_seeds]]
     rows, choices, models = [], {}, {}

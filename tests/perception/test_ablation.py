@@ -60,6 +60,16 @@ def test_table_averages_the_timed_tasks_per_seed_and_judges_against_the_default(
     assert base["seeds"] == 3 and base["order_mean"] == pytest.approx((0.5 + 0.5 + 0.52) / 3)
     assert better["delta"] == pytest.approx(better["time_acc_mean"] - base["time_acc_mean"])
     assert (base["verdict"], better["verdict"], noisy["verdict"]) == ("", "better", "within noise")
+    # the difference is paired by seed: a variant a little but always better than the default with the
+    # same seed is better, though the two seed intervals overlap
+    steady = ablation_rows(rows + _result_rows("cfc c", [{"order": 0.52, "duration": 0.71}] * 2
+                                               + [{"order": 0.54, "duration": 0.73}]),
+                           [variants[0], Variant("cfc c", "cfc", "c")], TASKS)
+    steady = next(r for r in steady if r["variant"] == "cfc c" and r["condition"] == "train_timing")
+    assert steady["delta"] == pytest.approx(0.015) and steady["delta_ci_low"] > 0 and steady["verdict"] == "better"
+    worse = ablation_rows(rows + _result_rows("cfc d", [{"order": 0.4, "duration": 0.6}] * 3), [variants[0], Variant("cfc d", "cfc", "d")], TASKS)
+    worse = next(r for r in worse if r["variant"] == "cfc d" and r["condition"] == "train_timing")
+    assert worse["delta_ci_high"] < 0 and worse["verdict"] == "worse"
     assert table[("gru", "train_timing")]["verdict"] == ""  # a reference has no default to beat
     lines = goal(list(table.values()))
     assert "best liquid variant `cfc a` 90.7 %" in lines[0] and "best other head `gru` 95.0 %" in lines[0]
