@@ -75,6 +75,25 @@ class DerivedCache:
             self._value, self._key = compute(), key
         return self._value  # type: ignore[return-value]
 
+    def get_for_modules(self, modules: Iterable[nn.Module], compute: Callable[[], Derived],
+                        tag: Hashable = None) -> Derived:
+        """``get`` for the modules' own parameters and buffers (not their children's), the key built
+        in one flat pass: a streaming step checks it on every call."""
+        key: list = [tag]
+        try:
+            for module in modules:
+                for t in module._parameters.values():
+                    if t is not None:
+                        key += (t.data_ptr(), t._version, t.dtype)
+                for t in module._buffers.values():
+                    if t is not None:
+                        key += (t.data_ptr(), t._version, t.dtype)
+        except RuntimeError:  # an inference tensor
+            return compute()
+        if self._key != key:
+            self._value, self._key = compute(), key
+        return self._value  # type: ignore[return-value]
+
     def clear(self) -> None:
         self._key = self._value = None
 

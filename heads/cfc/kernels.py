@@ -410,6 +410,7 @@ class Prepared:
     extra: list[list[Tensor]]
     lstm: tuple[Tensor, Tensor, Tensor] | None
     consts: tuple[Tensor, Tensor]
+    compiled: tuple | None = None  # heads.cfc.streaming's arguments, set by CfC where it applies
 
 
 def prepare(plan: Plan, params, in_features: int) -> Prepared:

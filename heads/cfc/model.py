@@ -25,7 +25,6 @@ with another activation (tanh, relu, silu, gelu; there for models converted from
 from __future__ import annotations
 
 import math
-from itertools import chain
 
 import numpy as np
 import torch
@@ -34,7 +33,7 @@ from torch import Tensor, nn
 
 from heads._registry import HeadError, register_head
 from heads.base import DerivedCache, State, TemporalHead
-from heads.cfc import kernels
+from heads.cfc import kernels, streaming
 from heads.wirings import Wiring, resolve_wiring
 
 _CHUNK = 1024  # steps per kernel call without autograd: bounds the (T, B, .) buffers of long streams
@@ -251,14 +250,22 @@ class CfC(TemporalHead):
         """x (B, D), dt (B, 1) -> y (B, H), new state.
 
         Without autograd (streaming inference) this runs the lean kernel step on cached folded
-        weights; with autograd, the plain per-step math (``reference_step``).
+        weights: for a dense float32 head on the CPU at batch sizes up to ``streaming.MAX_BATCH``
+        the compiled step (``heads.cfc.streaming``, one call), else torch ops. With autograd, the
+        plain per-step math (``reference_step``).
         """
         if torch.is_grad_enabled() or self._dropping() or not self._fused:
             return self.reference_step(x, dt, state)
         h, c = state if self.mixed_memory else (state, None)
         if dt.dtype != x.dtype:
             dt = dt.to(x.dtype)
-        y, h, c = kernels.run_step(self.plan, self._prepared(), x, dt, h, c)
+        prep = self._prepared()
+        if (prep.compiled is not None and x.shape[0] <= streaming.MAX_BATCH
+                and not torch.jit.is_tracing() and not torch.compiler.is_compiling()):  # export needs torch ops
+            new = streaming.step(prep.compiled, x, dt, h, c)
+            if new is not None:  # one dense sub-cell: y is the whole new state
+                return new[0], (new if self.mixed_memory else new[0])
+        y, h, c = kernels.run_step(self.plan, prep, x, dt, h, c)
         return y, ((h, c) if self.mixed_memory else h)
 
     def reference_step(self, x: Tensor, dt: Tensor, state: State) -> tuple[Tensor, State]:
@@ -331,13 +338,15 @@ class CfC(TemporalHead):
     def _prepared(self) -> kernels.Prepared:
         """Forward-ready folded weights, cached until a parameter or buffer changes (no autograd)."""
         # Read the modules' own dicts: walking self.parameters() costs tens of microseconds.
-        tensors = [t for m in self._holders for t in chain(m._parameters.values(), m._buffers.values()) if t is not None]
-        return self._folded.get(tensors, self._fold)
+        return self._folded.get_for_modules(self._holders, self._fold)
 
     def _fold(self) -> kernels.Prepared:
         with torch.no_grad():
-            return kernels.prepare(self.plan, kernels.fold(self.plan, self._raw_params(), self._masks(), False),
+            prep = kernels.prepare(self.plan, kernels.fold(self.plan, self._raw_params(), self._masks(), False),
                                    self.in_features)
+            if self._fused:  # the compiled streaming step's arguments (None where it does not apply)
+                prep.compiled = streaming.pack(self.plan, prep)
+            return prep
 
     def _dropout_masks(self, T: int, B: int, x: Tensor) -> list | None:
         """Per sub-cell, per backbone layer, (2 m, -m) with m (T, B, U) the dropout multiplier."""

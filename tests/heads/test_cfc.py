@@ -3,12 +3,15 @@ and the conversion from ncps 1.0.1. The generic head contract is in test_contrac
 
 Shapes: B batch, T time, D input features, H output features, N state size.
 """
+import copy
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
 from heads import HeadError, create_head, create_wiring, from_ncps
-from heads.cfc import kernels
+from heads.cfc import kernels, streaming
 from heads.base import TemporalHead
 
 D = 5
@@ -494,3 +497,220 @@ def test_from_ncps_refuses_what_it_cannot_reproduce():
     with pytest.raises(HeadError, match="do not apply to a wired cfc"):
         create_head("cfc", D, wiring="autoncp", hidden_size=16, wiring_kwargs=dict(output_size=4),
                     backbone_activation="relu")
+
+
+# --- the compiled streaming step (heads.cfc.streaming) ---------------------------------------------
+
+needs_numba = pytest.mark.skipif(not streaming.available(), reason="numba is not installed")
+
+STEP_CONFIGS = [dict(mode=m, backbone_layers=k) for m in ("default", "no_gate", "pure") for k in (0, 1, 2)]
+STEP_CONFIGS += [dict(mixed_memory=True), dict(mode="pure", mixed_memory=True, backbone_layers=2),
+                 dict(mode="no_gate", mixed_memory=True, backbone_layers=0)]
+# Elapsed times of the successive steps: ordinary, zero, large, tiny, very large (per sample varied).
+STEP_DTS = [0.7, 0.0, 40.0, 1e-3, 1.5, 1e6]
+
+
+def build32(**kwargs) -> TemporalHead:
+    """A float32 head with a backbone of 12 units (the compiled Linears' 8-row blocks and remainders)."""
+    kwargs.setdefault("backbone_units", 12)
+    return build(torch.float32, **kwargs)
+
+
+def spy_on_the_compiled_step(monkeypatch) -> list:
+    """Records each call of the compiled step that ran (did not fall back to torch)."""
+    calls, real = [], streaming.step
+
+    def spy(*args):
+        out = real(*args)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(streaming, "step", spy)
+    return calls
+
+
+def stream_inputs(head, batch: int, seed: int = 1):
+    """float32 inputs (B, T, D), one dt (B, 1) per step (``STEP_DTS`` spread over the samples) and a
+    random start state."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, len(STEP_DTS), D, generator=g)
+    spread = torch.linspace(0.5, 1.5, batch).unsqueeze(1)
+    state = tuple(0.5 * torch.randn(s.shape, generator=g) for s in leaves(head.init_state(batch)))
+    return x, [dt * spread for dt in STEP_DTS], (state if len(state) == 2 else state[0])
+
+
+def stream(head, batch: int, reference: bool = False):
+    """The steps without autograd: outputs (B, T, H) and final state. ``reference``: through
+    ``reference_step`` of a float64 copy of the head instead (the truth)."""
+    x, dts, state = stream_inputs(head, batch)
+    if reference:
+        head = copy.deepcopy(head).double()
+        x, dts = x.double(), [dt.double() for dt in dts]
+        state = tuple(s.double() for s in state) if isinstance(state, tuple) else state.double()
+    run = head.reference_step if reference else head.step
+    ys = []
+    with torch.no_grad():
+        for t, dt in enumerate(dts):
+            y, state = run(x[:, t], dt, state)
+            ys.append(y)
+    return torch.stack(ys, 1), state
+
+
+@needs_numba
+@pytest.mark.parametrize("kwargs", STEP_CONFIGS, ids=lambda k: ",".join(f"{a}={b}" for a, b in k.items()))
+@pytest.mark.parametrize("batch", [1, streaming.MAX_BATCH])
+def test_compiled_step_matches_the_reference(kwargs, batch, monkeypatch):
+    """float32 on the CPU without autograd, one dense sub-cell: the compiled step runs, and over
+    successive steps with dt from 0 to 1e6 it gives the plain math (float64) to float32 precision
+    and the torch path's values."""
+    head = build32(**kwargs)
+    calls = spy_on_the_compiled_step(monkeypatch)
+    y, state = stream(head, batch)
+    assert calls == [True] * len(STEP_DTS)
+    y_ref, state_ref = stream(head, batch, reference=True)
+    for a, b in [(y, y_ref), *zip(leaves(state), leaves(state_ref))]:
+        assert a.dtype == torch.float32 and a.shape == b.shape
+        torch.testing.assert_close(a.double(), b, rtol=1e-5, atol=2e-5)
+    monkeypatch.setattr(streaming, "MAX_BATCH", 0)  # the torch path
+    y_torch, state_torch = stream(head, batch)
+    assert len(calls) == len(STEP_DTS)
+    for a, b in [(y, y_torch), *zip(leaves(state), leaves(state_torch))]:
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=2e-5)
+
+
+@needs_numba
+def test_compiled_step_at_the_default_size(monkeypatch):
+    """The default head (D=64, 64 neurons, 128 backbone units): the benchmark's streaming step."""
+    torch.manual_seed(0)
+    head = create_head("cfc", 64).eval()
+    calls = spy_on_the_compiled_step(monkeypatch)
+    x, dt, h = torch.randn(3, 64), torch.rand(3, 1), torch.randn(3, 64).tanh()
+    with torch.no_grad():
+        y, state = head.step(x, dt, h)
+        y1, _ = head.step(x[:1], dt[:1], h[:1])
+    assert calls == [True, True]
+    y_ref, _ = head.double().reference_step(x.double(), dt.double(), h.double())
+    torch.testing.assert_close(y.double(), y_ref.detach(), rtol=1e-5, atol=2e-5)
+    torch.testing.assert_close(y1.double(), y_ref[:1].detach(), rtol=1e-5, atol=2e-5)
+    assert state is y
+
+
+@needs_numba
+def test_compiled_step_takes_what_step_takes(monkeypatch):
+    """Strided inputs, a state that requires grad, one dt (1, 1) for the whole batch and a float64
+    dt run the compiled step; a batch above MAX_BATCH, float64 and wired heads take torch ops."""
+    head = build32()
+    calls = spy_on_the_compiled_step(monkeypatch)
+    x = torch.randn(4, 3, D)[:, 1]                        # (4, D), not contiguous
+    h = torch.randn(4, 8, requires_grad=True)
+    with torch.no_grad():
+        for dt in (torch.full((1, 1), 0.3), torch.full((4, 1), 0.3, dtype=torch.float64)):
+            y, _ = head.step(x, dt, h)
+            torch.testing.assert_close(y, head.reference_step(x, torch.full((4, 1), 0.3), h)[0])
+    assert calls == [True, True] and not y.requires_grad
+    big = streaming.MAX_BATCH + 1
+    x_big, h_big = torch.randn(big, D), torch.randn(big, 8)
+    with torch.no_grad():
+        y, _ = head.step(x_big, torch.ones(big, 1), h_big)
+    torch.testing.assert_close(y, head.reference_step(x_big, torch.ones(big, 1), h_big)[0])
+    for other in (build(), build(torch.float32, wiring="autoncp", hidden_size=16)):
+        with torch.no_grad():
+            other.step(torch.randn(2, D, dtype=other.layers[0].heads.weight.dtype),
+                       torch.ones(2, 1), other.init_state(2))
+    assert calls == [True, True]
+
+
+@needs_numba
+def test_compiled_step_leaves_bad_shapes_to_torch():
+    """An argument that does not fit is torch's error, never a read out of bounds."""
+    head = build32()
+    with torch.no_grad():
+        for x, dt, h in [(torch.randn(2, D + 1), torch.ones(2, 1), torch.zeros(2, 8)),
+                         (torch.randn(2, D), torch.ones(2, 1), torch.zeros(3, 8)),
+                         (torch.randn(2, D), torch.ones(2, 1), torch.zeros(2, 9))]:
+            with pytest.raises(RuntimeError):
+                head.step(x, dt, h)
+
+
+@needs_numba
+def test_compiled_step_follows_parameter_updates():
+    """The packed weights are part of the cached folded weights: an optimizer's in-place update,
+    load_state_dict, a replaced parameter and ``.data =`` all reach the next step."""
+    head = build32(mixed_memory=True)
+    x, dt = torch.randn(2, D), torch.full((2, 1), 0.5)
+    state = tuple(torch.zeros(2, 8) for _ in range(2))
+
+    def check():
+        with torch.no_grad():
+            y, _ = head.step(x, dt, state)
+        torch.testing.assert_close(y, head.reference_step(x, dt, state)[0].detach(), rtol=1e-5, atol=2e-5)
+        return y
+
+    before = check()
+    optimizer = torch.optim.SGD(head.parameters(), lr=0.5)
+    head.reference_step(x, dt, state)[0].square().sum().backward()
+    optimizer.step()
+    after = check()
+    assert not torch.allclose(before, after)
+    other = build32(mixed_memory=True)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(-1.0)
+    head.load_state_dict(other.state_dict())
+    check()
+    head.layers[0].heads.bias = torch.nn.Parameter(torch.randn(4 * 8))
+    check()
+    head.lstm_recurrent.weight.data = torch.randn(4 * 8, 8)
+    check()
+
+
+@needs_numba
+def test_tracing_a_step_records_torch_ops():
+    """Export traces ``step`` without autograd: the trace must hold the ops, not the compiled
+    step's output as a constant."""
+    head = build32()
+
+    class Step(torch.nn.Module):  # as perception.export.StepGraph wraps a model
+        def __init__(self):
+            super().__init__()
+            self.head = head
+
+        def forward(self, x, dt, h):
+            return self.head.step(x, dt, h)
+
+    x, dt, h = torch.randn(1, D), torch.ones(1, 1), torch.zeros(1, 8)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.trace is deprecated
+        traced = torch.jit.trace(Step(), (x, dt, h), check_trace=False)
+        x2, h2 = torch.randn(1, D), torch.randn(1, 8)
+        torch.testing.assert_close(traced(x2, dt, h2)[0], head.step(x2, dt, h2)[0], rtol=1e-5, atol=2e-5)
+
+
+def test_step_without_numba_takes_torch_ops(monkeypatch):
+    """Without numba the compiled step does not apply; the torch path gives the same."""
+    monkeypatch.setattr(streaming, "numba", None)
+    calls = spy_on_the_compiled_step(monkeypatch)
+    head = build32()
+    assert head._prepared().compiled is None
+    y, state = stream(head, 2)
+    assert calls == []
+    y_ref, _ = stream(head, 2, reference=True)
+    torch.testing.assert_close(y.double(), y_ref, rtol=1e-5, atol=2e-5)
+
+
+@needs_numba
+def test_step_where_compiling_fails_takes_torch_ops(monkeypatch):
+    """A compile failure warns once and leaves every step to the torch path."""
+
+    class Broken:
+        def compile(self, signature):
+            raise RuntimeError("no LLVM here")
+
+    monkeypatch.setattr(streaming, "_step", Broken())
+    monkeypatch.setattr(streaming, "_compiled", {"step": None})
+    head = build32()
+    with pytest.warns(UserWarning, match="compiled streaming step is unavailable"):
+        y, _ = stream(head, 2)
+    y_ref, _ = stream(head, 2, reference=True)
+    torch.testing.assert_close(y.double(), y_ref, rtol=1e-5, atol=2e-5)
+    assert streaming._compiled["step"] is False
