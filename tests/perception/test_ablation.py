@@ -74,7 +74,7 @@ def test_table_averages_the_timed_tasks_per_seed_and_judges_against_the_default(
     lines = goal(list(table.values()))
     assert "best liquid variant `cfc a` 90.7 %" in lines[0] and "best other head `gru` 95.0 %" in lines[0]
     assert "4.3 points behind (goal of 2 points NOT met)" in lines[0]
-    assert any(line.startswith("`rate_x4`: `cfc a` 80.0 % vs `gru` 50.0 %: ahead beyond") for line in lines)
+    assert "`rate_x4`: `cfc a` 80.0 (80-80) vs `gru` 50.0 (50-50): ahead beyond the intervals (goal met)." in lines
 
 
 def test_warmup_option_shapes_the_learning_rate():
