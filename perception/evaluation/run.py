@@ -360,6 +360,7 @@ def run(args: argparse.Namespace) -> dict:
         if not args.ablation:
             plan += [(variant, None, seed, size, "size", 0) for size in sizes[1:] for seed in seeds[:budget.size_seeds]]
     rows, choices, models = [], {}, {}
+    reused, train_seconds = 0, []
     progress = tqdm(plan, desc="ablation" if args.ablation else "evaluate", unit="run")
     for variant, lr, seed, hidden, stage, grid_size in progress:
         name = variant.name
@@ -367,6 +368,9 @@ def run(args: argparse.Namespace) -> dict:
             lr = choices[name]["lr"]
         progress.set_postfix_str(f"{name} lr {lr:g} seed {seed}" + (f" hidden {hidden}" if hidden else ""))
         fitted = trainer.fit(variant, lr, seed, hidden, reuse=args.reuse_runs)
+        if fitted.get("reused"):
+            reused += 1
+            train_seconds.append(fitted["train_s"] if math.isfinite(fitted["train_s"]) else 0.0)
         if stage == "tune":
             choices.setdefault(name, {"grid": {}})["grid"][lr] = fitted["val_acc"]
             models[(name, lr)] = (fitted, seed, hidden)
@@ -396,10 +400,14 @@ def run(args: argparse.Namespace) -> dict:
         "train clips": len(datamodule.split("train")), "validation clips": len(datamodule.split("val")),
         "test clips": len(datamodule.split("test")), "epochs": trainer.epochs or trainer.config_epochs,
         "seeds": len(seeds), "learning-rate grid": ", ".join(f"{lr:g}" for lr in budget.lrs),
-        "hidden sizes": ", ".join(map(str, budget.hidden)), "torch threads": torch.get_num_threads(),
+        "hidden sizes": ", ".join(map(str, budget.hidden[:1] if args.ablation else budget.hidden)),
+        "torch threads": torch.get_num_threads(),
         "budget": "quick" if args.quick else "default",
     }
     setup["wall time"] = f"{(time.perf_counter() - started) / 60:.1f} min"
+    if reused:
+        setup["wall time"] += (f" ({reused} of {len(plan)} runs reused from an earlier call, --reuse-runs; their "
+                               f"training took {sum(train_seconds) / 60:.1f} min then)")
     if args.ablation:
         grid = setup.pop("learning-rate grid")
         setup["learning rate"] = "each variant's own (3e-3 unless it is a learning-rate variant)" \
