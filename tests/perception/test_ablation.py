@@ -31,8 +31,10 @@ def test_variants_of_the_named_ablations_then_the_references():
 def test_variant_args_pass_model_and_trainer_options():
     variant = Variant("x", "cfc", "c", model={"dt_transform": "log1p", "feature_norm": False, "time_scale_factor": 10.0},
                       trainer={"gradient_clip_val": 1.0})
+    # a variant that does not set the integrator has it off (the ablation's defaults)
+    assert variant_args(Variant("y", "cfc", model={"output_integrator": True}), 1.0) == ["--model.output_integrator", "true"]
     assert variant_args(variant, median_dt=0.04) == [
-        "--model.dt_transform", "log1p", "--model.feature_norm", "false", "--model.time_scale", "0.4",
+        "--model.output_integrator", "false", "--model.dt_transform", "log1p", "--model.feature_norm", "false", "--model.time_scale", "0.4",
         "--trainer.gradient_clip_val", "1.0"]
 
 
