@@ -79,6 +79,16 @@ def test_table_averages_the_timed_tasks_per_seed_and_judges_against_the_default(
     assert "`rate_x4`: `cfc a` 80.0 (80-80) vs `gru` 50.0 (50-50): ahead beyond the intervals (goal met)." in lines
 
 
+def test_output_integrator_is_on_by_default_for_heads_that_read_dt():
+    assert PerceptionModule(head="cfc").model.integrator is not None
+    assert PerceptionModule(head="gru_dt").model.integrator is not None
+    for head in ("gru", "lstm", "none"):  # the controls keep no dt-driven memory
+        assert PerceptionModule(head=head).model.integrator is None
+    assert PerceptionModule(head="cfc", output_integrator=False).model.integrator is None
+    with pytest.raises(PerceptionError, match="output_integrator: the head 'gru' ignores dt"):
+        PerceptionModule(head="gru", output_integrator=True)
+
+
 def test_warmup_option_shapes_the_learning_rate():
     for warmup, first in ((0.0, 1.0), (0.15, 1 / 15), (0.5, 1 / 50)):
         module = PerceptionModule(warmup=warmup)
