@@ -194,7 +194,10 @@ def test_no_grad_constants_follow_parameter_changes():
     x, dt = inputs(2, 4, dtype=torch.float32)
     with torch.no_grad():
         before, _ = head(x, dt)
-        torch.testing.assert_close(head(x, dt)[0], before, rtol=0, atol=0)  # from the cache
+        # from the cache: the same values up to the last bits. The compiled kernels are vectorised
+        # with fastmath: how a sum is split into vector lanes depends on the buffers' alignment, which
+        # differs between allocations, so two runs on equal values may round differently (seen: 6e-8).
+        torch.testing.assert_close(head(x, dt)[0], before, rtol=1e-6, atol=1e-6)
         head.sigma.mul_(0.5)  # in place, as an optimizer step
         changed, _ = head(x, dt)
     # The grad path derives the weights anew: the same values up to rounding.
@@ -203,7 +206,7 @@ def test_no_grad_constants_follow_parameter_changes():
     other = build(dtype=torch.float32, seed=7)
     head.load_state_dict(other.state_dict())
     with torch.no_grad():
-        torch.testing.assert_close(head(x, dt)[0], other(x, dt)[0], rtol=0, atol=0)
+        torch.testing.assert_close(head(x, dt)[0], other(x, dt)[0], rtol=1e-6, atol=1e-6)  # (alignment, above)
         y64, _ = head.double()(x.double(), dt.double())  # .to() replaces the tensors
     assert y64.dtype == torch.float64
     torch.testing.assert_close(y64.float(), other(x, dt)[0].detach(), rtol=1e-5, atol=1e-6)
