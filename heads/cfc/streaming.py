@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from heads.cfc import kernels
+from heads.ltc.kernels import Y_MAX, exp2_split
 
 try:
     import numba
@@ -57,14 +58,10 @@ def _jit(**options):
 
 # sigmoid(u) = 1 / (1 + 2**y), y = -u log2(e) clamped to [-64, 64] (beyond, sigmoid is within 6e-20 of
 # 0 or 1); 2**y = 2**k 2**f, k = round(y), with 2**f for |f| <= 1/2 a polynomial (Cephes's exp2f,
-# relative error about 2e-7) and 2**k built from its exponent bits. Plain arithmetic, so LLVM
-# vectorises it (a call to exp would not be); NaN stays NaN. The same scheme as heads.ltc.kernels.
-_EXP2_COEFFS = (1.535336188319500e-4, 1.339887440266574e-3, 9.618437357674640e-3, 5.550332471162809e-2,
-                2.402264791363012e-1, 6.931472028550421e-1)
-_C0, _C1, _C2, _C3, _C4, _C5 = (np.float32(c) for c in _EXP2_COEFFS)
+# relative error about 2e-7) and 2**k built from its exponent bits: heads.ltc.kernels.exp2_split.
+# Plain arithmetic, so LLVM vectorises it (a call to exp would not be); NaN stays NaN.
 _NEG_LOG2E = np.float32(-1.0 / math.log(2.0))
-_Y_MAX = np.float32(64.0)
-_ONE, _TWO, _HALF = np.float32(1.0), np.float32(2.0), np.float32(0.5)
+_ONE, _TWO = np.float32(1.0), np.float32(2.0)
 
 
 @_jit(inline="always")
@@ -74,11 +71,7 @@ def _sigmoids(z, bits, mantissa):  # pragma: no cover (numba)
     not be vectorised."""
     scale = bits.view(np.float32)
     for j in range(z.shape[0]):
-        y = min(max(z[j] * _NEG_LOG2E, -_Y_MAX), _Y_MAX)
-        k = np.floor(y + _HALF)
-        f = y - k
-        mantissa[j] = _ONE + f * (_C5 + f * (_C4 + f * (_C3 + f * (_C2 + f * (_C1 + f * _C0)))))
-        bits[j] = (np.int32(k) + np.int32(127)) << np.int32(23)
+        exp2_split(min(max(z[j] * _NEG_LOG2E, -Y_MAX), Y_MAX), j, mantissa, bits)
     for j in range(z.shape[0]):
         z[j] = _ONE / (_ONE + mantissa[j] * scale[j])
 

@@ -62,8 +62,20 @@ def _jit(**options):
 
 
 _C0, _C1, _C2, _C3, _C4, _C5 = (np.float32(c) for c in _EXP2_COEFFS)
-_Y_MAX = np.float32(64.0)  # beyond, s is within 6e-20 of 0 or 1; and no product of s goes subnormal (slow)
+Y_MAX = np.float32(64.0)  # beyond, s is within 6e-20 of 0 or 1; and no product of s goes subnormal (slow)
 _ONE, _HALF = np.float32(1.0), np.float32(0.5)
+
+
+@_jit(inline="always")
+def exp2_split(y, j, mantissa, bits):  # pragma: no cover (numba)
+    """2**y for |y| <= ``Y_MAX`` as 2**k 2**f, k = round(y): ``mantissa[j]`` <- 2**f (the polynomial)
+    and ``bits[j]`` (int32) <- the float32 bits of 2**k; a caller multiplies mantissa by the float32
+    view of bits in a second loop (one loop writing one view and reading the other would not be
+    vectorised). Also serves ``heads.cfc.streaming``'s sigmoid."""
+    k = np.floor(y + _HALF)
+    f = y - k
+    mantissa[j] = _ONE + f * (_C5 + f * (_C4 + f * (_C3 + f * (_C2 + f * (_C1 + f * _C0)))))
+    bits[j] = (np.int32(k) + np.int32(127)) << np.int32(23)
 
 
 @_jit(inline="always", fastmath=True)
@@ -75,11 +87,7 @@ def _gates(value, ns_row, no_row, bits, mantissa, scale, gates):  # pragma: no c
     that writes one view and reads the other would not be vectorised.
     """
     for j in range(gates.shape[0]):
-        y = min(max(ns_row[j] * value + no_row[j], -_Y_MAX), _Y_MAX)
-        k = np.floor(y + _HALF)
-        f = y - k
-        mantissa[j] = _ONE + f * (_C5 + f * (_C4 + f * (_C3 + f * (_C2 + f * (_C1 + f * _C0)))))
-        bits[j] = (np.int32(k) + np.int32(127)) << np.int32(23)
+        exp2_split(min(max(ns_row[j] * value + no_row[j], -Y_MAX), Y_MAX), j, mantissa, bits)
     for j in range(gates.shape[0]):
         gates[j] = _ONE / (_ONE + mantissa[j] * scale[j])
 
