@@ -6,7 +6,9 @@ whole sequence instead:
 
 - the input half of the first Linear is one matrix product over all T steps;
 - the step loop runs plain in-place tensor ops (TorchScript-compiled when available), writing
-  what the backward needs into (T, B, .) buffers;
+  what the backward needs into (T, B, .) buffers; for the default shape of head (one dense
+  sub-cell, one backbone Linear, a gated mode, float32 on the CPU) the loops of both passes and
+  the fold are compiled code instead (``heads.cfc.compiled``: the same products, fewer passes);
 - the backward walks the steps in reverse in blocks: the local derivatives of a block are a few
   ops over its buffers, the walk itself only the recurrent chain (per step one multiply and one
   matrix product per Linear), the weight gradients one product per Linear per block;
@@ -394,7 +396,8 @@ POOL = _BufferPool()
 
 
 # ---------------------------------------------------------------------------------------------
-# Forward-ready weights: transposed to (in, out) and contiguous, the fastest layout for addmm.
+# Forward-ready weights: transposed views (in, out) of the folded weights. A copy to contiguous
+# (in, out) costs more than it saves: MKL reads a transposed operand as fast in these products.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -414,24 +417,27 @@ class Prepared:
 
 
 def prepare(plan: Plan, params, in_features: int) -> Prepared:
-    """Split, transpose and copy the effective weights (no autograd)."""
+    """Split the effective weights into transposed views (no autograd)."""
     first, ws_t, bs, extra, i = [], [], [], [], 0
     ins = (in_features,) + plan.sizes[:-1]
     for k in range(len(plan.sizes)):
         w, b = params[i], params[i + 1]
-        first.append((w[:, : ins[k]].t().contiguous(), w[:, ins[k] :].t().contiguous(), b))
-        ws_t.append([params[i + 2 * j].t().contiguous() for j in range(1, plan.depth + 1)])
+        first.append((w[:, : ins[k]].t(), w[:, ins[k] :].t(), b))
+        ws_t.append([params[i + 2 * j].t() for j in range(1, plan.depth + 1)])
         bs.append([params[i + 2 * j + 1] for j in range(1, plan.depth + 1)])
         extra.append(list(params[i + 2 * (plan.depth + 1) : i + plan.per_cell]))
         i += plan.per_cell
-    lstm = None
-    if plan.mixed:
-        w_in, b_in, w_rec = params[i : i + 3]
-        n = plan.units
-        b_in = b_in.clone()
-        b_in[2 * n : 3 * n] += 1.0                             # ncps adds 1 to the forget gate
-        lstm = (w_in.t().contiguous(), b_in, w_rec.t().contiguous())
+    lstm = prepare_lstm(plan, params[i : i + 3]) if plan.mixed else None
     return Prepared(first, ws_t, bs, extra, lstm, _consts(params[0]))
+
+
+def prepare_lstm(plan: Plan, params) -> tuple[Tensor, Tensor, Tensor]:
+    """The mixed-memory LSTM's (input weight, input bias, recurrent weight) -> ``Prepared.lstm``."""
+    w_in, b_in, w_rec = params
+    n = plan.units
+    b_in = b_in.clone()
+    b_in[2 * n : 3 * n] += 1.0                                 # ncps adds 1 to the forget gate
+    return w_in.t().contiguous(), b_in, w_rec.t().contiguous()
 
 
 def _lstm_step(z: Tensor, c_prev: Tensor, n: int) -> tuple[Tensor, Tensor, tuple]:
@@ -500,7 +506,11 @@ def run_forward(plan: Plan, prep: Prepared, x: Tensor, dt: Tensor, mask: Tensor 
     steps = T if save else 1
     outs = [[pre0 if k == 0 else take(x, steps, B, prep.first[k][1].shape[1])]
             + [take(x, steps, B, w_t.shape[1]) for w_t in prep.ws_t[k]] for k in range(len(sizes))]
-    if lean:
+    if direct and compiled.loops_apply(plan, x):  # the same steps as one compiled call
+        compiled.forward_loop(pre0, dt, h0, y, wh_t.t(), prep.ws_t[0][0].t(), prep.bs[0][0], outs[0][1],
+                              plan.mode == "default")
+        cache = dict(lstm=[], cs=None, h_in=None)
+    elif lean:
         loop_single(pre0, t_tm, m_tm, h0, h0 if hs is None else hs, new, wh_t, prep.ws_t[0], prep.bs[0],
                     outs[0][1:], save, plan.mode_id, prep.extra[0], *prep.consts)
         cache = dict(lstm=[], cs=None, h_in=None)
@@ -681,19 +691,26 @@ def _backward_dense(plan: Plan, cache: dict, params, gy: Tensor, gh: Tensor, nee
     steps = max(1, _BLOCK_ROWS // B)
     # Per-block buffers, reused: d of every Linear's output, the activations' slopes.
     d_out = [POOL.take(gy, steps, B, o.shape[2]) for o in outs[0]]
-    slope_bufs = [POOL.take(gy, steps, B, o.shape[2]) for o in outs[0][:-1]]
-    coef_buf = POOL.take(gy, steps, B, outs[0][-1].shape[2])
+    # The compiled walk computes the local derivatives and slopes on the way (and d dt).
+    walk = m_f is None and compiled.loops_apply(plan, gy)
+    slope_bufs = [] if walk else [POOL.take(gy, steps, B, o.shape[2]) for o in outs[0][:-1]]
+    coef_buf = None if walk else POOL.take(gy, steps, B, outs[0][-1].shape[2])
     d_s = gh
     for stop in range(T, 0, -steps):
         blk = slice(max(0, stop - steps), stop)
         L = stop - blk.start
         outs_b = [o[blk] for o in outs[0]]
-        C, ct, terms = _COEFFICIENTS[plan.mode](outs_b[-1], t_tm[blk], extra, need_dt, coef_buf[:L])
-        slopes = [torch.addcmul(a, a, a, value=-1.0, out=buf[:L]) for a, buf in zip(outs_b[:-1], slope_bufs)]
         d_b = [d[:L] for d in d_out]
         dh = d_new_all[blk]
-        d_s = backward_single(dh, C, d_b[-1].view(C.shape), d_b[:-1], slopes, list(ws[1:]), first_h,
-                              None if m_f is None else m_f[blk], d_s)
+        if walk:
+            terms = []
+            d_s = compiled.backward_loop(outs_b[-1], outs_b[0], t_tm[:, :, 0].t(), blk.start, dh, d_b[-1], d_b[0], ws[1],
+                                         first_h, d_s, d_t, plan.mode == "default")
+        else:
+            C, ct, terms = _COEFFICIENTS[plan.mode](outs_b[-1], t_tm[blk], extra, need_dt, coef_buf[:L])
+            slopes = [torch.addcmul(a, a, a, value=-1.0, out=buf[:L]) for a, buf in zip(outs_b[:-1], slope_bufs)]
+            d_s = backward_single(dh, C, d_b[-1].view(C.shape), d_b[:-1], slopes, list(ws[1:]), first_h,
+                                  None if m_f is None else m_f[blk], d_s)
         rows = L * B
         first = d_b[0].view(rows, -1)
         first_t = first.t()
@@ -714,9 +731,9 @@ def _backward_dense(plan: Plan, cache: dict, params, gy: Tensor, gh: Tensor, nee
             g += (dh * term).sum((0, 1))
         if need_x:
             torch.mm(first, ws[0][:, :D], out=d_x[blk].view(rows, D))
-        if need_dt:
+        if need_dt and not walk:
             torch.sum(dh * ct, -1, out=d_t[blk])
-    POOL.give(d_new_all, *d_out, *slope_bufs, coef_buf)
+    POOL.give(d_new_all, *d_out, *slope_bufs, *([] if walk else [coef_buf]))
     return (None if d_x is None else d_x.transpose(0, 1)), (None if d_t is None else d_t.t()), d_s, None, grads
 
 
@@ -792,8 +809,12 @@ class CfCSequence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, plan, drops, masks, x, dt, mask, h0, c0, *raw):
-        params = fold(plan, raw, masks, drops is not None)
-        y, h, c, cache = run_forward(plan, prepare(plan, params, x.shape[-1]), x, dt, mask, h0, c0, drops, save=True)
+        if compiled.applies(plan, masks, raw):  # one compiled pass per Linear
+            params, prep = compiled.fold_prepare(plan, raw, drops is not None, x.shape[-1])
+        else:
+            params = fold(plan, raw, masks, drops is not None)
+            prep = prepare(plan, params, x.shape[-1])
+        y, h, c, cache = run_forward(plan, prep, x, dt, mask, h0, c0, drops, save=True)
         ctx.plan, ctx.drops, ctx.masks, ctx.cache, ctx.params = plan, drops, masks, cache, params
         # y doubles as the state history on the direct path: save it, so that autograd refuses
         # a backward after y was modified in place (and never keep a view of an output on ctx:
@@ -812,5 +833,12 @@ class CfCSequence(torch.autograd.Function):
             cache = dict(cache, new=y.transpose(0, 1))  # a local view: ctx must not hold one
         dx, ddt, dh0, dc0, grads = run_backward(ctx.plan, cache, ctx.params, ctx.drops, gy, gh, gc,
                                                 need_dt=ctx.needs_input_grad[4], need_x=ctx.needs_input_grad[3])
-        grads = unfold_grads(ctx.plan, raw, ctx.masks, ctx.drops is not None, grads)
+        if compiled.applies(ctx.plan, ctx.masks, raw):
+            grads = compiled.unfold(ctx.plan, raw, ctx.drops is not None, grads)
+        else:
+            grads = unfold_grads(ctx.plan, raw, ctx.masks, ctx.drops is not None, grads)
         return (None, None, None, dx, ddt, None, dh0, dc0, *grads)
+
+
+# The compiled fold reads this module's rules and types: imported once both exist.
+from heads.cfc import compiled  # noqa: E402
