@@ -46,20 +46,11 @@ from torch import Tensor
 from heads.cfc import kernels
 from heads.cfc.streaming import _ONE, _TWO, _sigmoids
 
-try:
-    import numba
-except ImportError:  # kernels.fold / unfold_grads then serve
-    numba = None
+from heads._numba import jit as _jit, numba  # without numba: the torch ops of heads.cfc.kernels serve
 
 
 def available() -> bool:
     return numba is not None
-
-
-def _jit(**options):
-    if numba is None:
-        return lambda func: func
-    return numba.njit(**options)
 
 
 @_jit(cache=True, nogil=True, fastmath={"reassoc"})

@@ -35,10 +35,7 @@ import torch
 from heads.cfc import kernels
 from heads.ltc.kernels import Y_MAX, exp2_split
 
-try:
-    import numba
-except ImportError:  # CfC.step then runs the torch path
-    numba = None
+from heads._numba import jit as _jit, numba  # without numba: CfC.step then runs the torch path
 
 # The compiled step up to this batch size. At 1 thread it beats torch's path up to about 32-48
 # (B=1: 12 vs 26 us, B=16: 57 vs 69 us); beyond 16 torch's matrix products may also use several
@@ -48,12 +45,6 @@ MAX_BATCH = 16
 
 def available() -> bool:
     return numba is not None
-
-
-def _jit(**options):
-    if numba is None:
-        return lambda func: func
-    return numba.njit(**options)
 
 
 # sigmoid(u) = 1 / (1 + 2**y), y = -u log2(e) clamped to [-64, 64] (beyond, sigmoid is within 6e-20 of

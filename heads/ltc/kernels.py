@@ -32,10 +32,7 @@ import math
 import numpy as np
 import torch
 
-try:
-    import numba
-except ImportError:  # the ltc head then takes its torch path
-    numba = None
+from heads._numba import jit as _jit, numba  # without numba: the ltc head then takes its torch path
 
 LOG2E = 1.0 / math.log(2.0)
 _LN2 = np.float32(math.log(2.0))
@@ -53,12 +50,6 @@ _EXP2_COEFFS = (
 
 def available() -> bool:
     return numba is not None
-
-
-def _jit(**options):
-    if numba is None:
-        return lambda func: func
-    return numba.njit(**options)
 
 
 _C0, _C1, _C2, _C3, _C4, _C5 = (np.float32(c) for c in _EXP2_COEFFS)
