@@ -67,18 +67,30 @@ def chance(labels: np.ndarray, classes: list[int]) -> float:
 
 
 @torch.inference_mode()
+def _addmm_flops(self_shape, a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of ``addmm_`` (self += a @ b), a (m, k), b (k, n): 2 m k n, as torch counts addmm."""
+    return 2 * a_shape[0] * a_shape[1] * b_shape[1]
+
+
 def ops_per_step(model: PerceptionModel, frame_shape: tuple[int, int, int], loader=None, batches: int = 2) -> float:
     """Operations of one streaming step at batch 1: multiply-accumulates of the dense layers (counted
     by ``torch.utils.flop_counter``, 2 FLOPs = 1 MAC), except that a linear layer fed by spikes (0/1
     inputs) costs one accumulate per spike and target (synaptic operations), at the spike rate
     measured on the first ``batches`` batches of ``loader``."""
-    from torch.utils.flop_counter import FlopCounterMode
+    import copy
 
+    from torch.utils import flop_counter
+
+    if torch.ops.aten.addmm_ not in flop_counter.flop_registry:  # torch counts addmm, not its in-place form
+        flop_counter.register_flop_formula(torch.ops.aten.addmm_)(_addmm_flops)
     model.eval()
-    x = torch.zeros(1, *frame_shape)
-    dt = torch.full((1, 1), float(model.time_scale))
-    with FlopCounterMode(display=False) as counter:
-        model.step(x, dt, None)
+    # Counted on a float64 copy: the counter sees torch ops only, and the float32 CPU steps of cfc and
+    # ltc are compiled kernels (numba) it cannot see; in float64 every head runs its torch ops.
+    counted = copy.deepcopy(model).double()
+    x = torch.zeros(1, *frame_shape, dtype=torch.float64)
+    dt = torch.full((1, 1), float(model.time_scale), dtype=torch.float64)
+    with flop_counter.FlopCounterMode(display=False) as counter, torch.no_grad():
+        counted.step(x, dt, None)
     macs = counter.get_total_flops() / 2
     if loader is None:
         return float(macs)

@@ -176,6 +176,25 @@ def test_ops_per_step_counts_spikes_as_synaptic_operations():
     assert backbone < measured < as_dense              # fewer than dense: only spikes cost, once per target
 
 
+def test_ops_per_step_counts_the_compiled_heads():
+    """cfc and ltc step through compiled (numba) kernels in float32, which a FLOP counter cannot see:
+    their operations must still be counted (each at least its head's matrix products)."""
+    from perception.model import PerceptionModel
+
+    shape = (2, 24, 24)
+    models = {}
+    for head in ("none", "cfc", "ltc"):
+        torch.manual_seed(0)
+        models[head] = PerceptionModel(2, 4, head=head, backbone_kwargs={"width": 0.5}).eval()
+    backbone = ops_per_step(models["none"], shape)
+    features = models["none"].backbone.num_features
+    # cfc: its backbone Linear over [features; 64 state] to 128 units, then the heads Linear 128 -> 4 x 64
+    assert ops_per_step(models["cfc"], shape) - backbone >= (features + 64) * 128 + 128 * 256
+    # ltc: 6 ODE unfolds, each at least the 64 x 64 recurrent synapses
+    assert ops_per_step(models["ltc"], shape) - backbone >= 6 * 64 * 64
+    assert next(models["cfc"].parameters()).dtype == torch.float32   # the model itself is left as it was
+
+
 def test_interval_and_findings():
     mean, low, high = interval([0.8, 0.9, 0.85])
     assert mean == pytest.approx(0.85) and low < 0.85 < high and high <= 1.0
