@@ -92,6 +92,7 @@ class PerceptionModel(nn.Module):
             raise PerceptionError(f"output_integrator: the head {head!r} ignores dt; the integrator is for "
                                   "time-aware heads (it would give a time-blind head, a control, the time)")
         self.integrator = OutputIntegrator(self.head.out_features) if output_integrator else None
+        self._tuple_head_state = isinstance(self.head.init_state(1), tuple)  # the model state's layout
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(self.head.out_features, self.num_classes)
         # A buffer, so that the state dict carries it and it follows the model's device.
@@ -132,8 +133,6 @@ class PerceptionModel(nn.Module):
         """(the head's state, the integrator's y) of a model state."""
         if self.integrator is None or state is None:
             return state, None
-        if not hasattr(self, "_tuple_head_state"):  # whether the head's own state is a tuple
-            self._tuple_head_state = isinstance(self.head.init_state(1), tuple)
         head_state = state[:-1]
         return (head_state if self._tuple_head_state else head_state[0]), state[-1]
 

@@ -109,8 +109,8 @@ def applies(plan: kernels.Plan, masks: list, raw) -> bool:
 
 
 def fold_prepare(plan: kernels.Plan, raw, dropout: bool, in_features: int) -> tuple[list[Tensor], kernels.Prepared]:
-    """``kernels.fold`` and ``kernels.prepare`` at once (``applies`` must hold): the folded
-    parameters in ``kernels.split_cells`` layout and the forward-ready weights."""
+    """``kernels.fold`` (``applies`` must hold), then ``kernels.prepare``: the folded parameters in
+    ``kernels.split_cells`` layout and the forward-ready weights."""
     (cell,), lstm = kernels.split_cells(plan, raw)
     params: list[Tensor] = []
     for j in range(plan.depth + 1):
@@ -119,21 +119,10 @@ def fold_prepare(plan: kernels.Plan, raw, dropout: bool, in_features: int) -> tu
         w_out, b_out = torch.empty_like(w), torch.empty_like(b)
         _fold_linear(w.numpy(), b.numpy(), rows, w_scale, b_scale, shift, w_out.numpy(), b_out.numpy())
         params += [w_out, b_out]
-    extra = []
     if plan.mode == "pure":
-        extra = [torch.abs(cell[-2].detach()), cell[-1].detach()]
-    params += extra
+        params += [torch.abs(cell[-2].detach()), cell[-1].detach()]
     params += [p.detach() for p in lstm]
-    w0 = params[0]
-    prep = kernels.Prepared(  # as kernels.prepare: transposed views
-        first=[(w0[:, :in_features].t(), w0[:, in_features:].t(), params[1])],
-        ws_t=[[params[2 * j].t() for j in range(1, plan.depth + 1)]],
-        bs=[[params[2 * j + 1] for j in range(1, plan.depth + 1)]],
-        extra=[extra],
-        lstm=kernels.prepare_lstm(plan, params[plan.per_cell:]) if plan.mixed else None,
-        consts=kernels._consts(params[0]),
-    )
-    return params, prep
+    return params, kernels.prepare(plan, params, in_features)
 
 
 def unfold(plan: kernels.Plan, raw, dropout: bool, grads: list[Tensor]) -> list[Tensor]:
@@ -153,7 +142,6 @@ def unfold(plan: kernels.Plan, raw, dropout: bool, grads: list[Tensor]) -> list[
     return out + list(d_lstm)
 
 
-
 # ---------------------------------------------------------------------------------------------
 # The step loops of one dense sub-cell with one backbone Linear (the default head), each one
 # compiled call. In torch a step is a handful of small ops, each paying dispatch and a pass over
@@ -163,6 +151,7 @@ def unfold(plan: kernels.Plan, raw, dropout: bool, grads: list[Tensor]) -> list[
 # ---------------------------------------------------------------------------------------------
 
 _N, _T = 78, 84  # 'N', 'T'
+_EMPTY = np.empty((0, 0), np.float32)  # d_t when d dt is not needed
 
 
 @lru_cache(maxsize=1)
@@ -320,5 +309,3 @@ def backward_loop(heads: Tensor, acts: Tensor, dt: Tensor, start: int, d_new: Te
                    _EMPTY if d_t is None else d_t.numpy(), gated, d_t is not None)
     return d_s
 
-
-_EMPTY = np.empty((0, 0), np.float32)

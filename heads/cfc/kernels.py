@@ -427,17 +427,14 @@ def prepare(plan: Plan, params, in_features: int) -> Prepared:
         bs.append([params[i + 2 * j + 1] for j in range(1, plan.depth + 1)])
         extra.append(list(params[i + 2 * (plan.depth + 1) : i + plan.per_cell]))
         i += plan.per_cell
-    lstm = prepare_lstm(plan, params[i : i + 3]) if plan.mixed else None
+    lstm = None
+    if plan.mixed:
+        w_in, b_in, w_rec = params[i : i + 3]
+        n = plan.units
+        b_in = b_in.clone()
+        b_in[2 * n : 3 * n] += 1.0                             # ncps adds 1 to the forget gate
+        lstm = (w_in.t().contiguous(), b_in, w_rec.t().contiguous())
     return Prepared(first, ws_t, bs, extra, lstm, _consts(params[0]))
-
-
-def prepare_lstm(plan: Plan, params) -> tuple[Tensor, Tensor, Tensor]:
-    """The mixed-memory LSTM's (input weight, input bias, recurrent weight) -> ``Prepared.lstm``."""
-    w_in, b_in, w_rec = params
-    n = plan.units
-    b_in = b_in.clone()
-    b_in[2 * n : 3 * n] += 1.0                                 # ncps adds 1 to the forget gate
-    return w_in.t().contiguous(), b_in, w_rec.t().contiguous()
 
 
 def _lstm_step(z: Tensor, c_prev: Tensor, n: int) -> tuple[Tensor, Tensor, tuple]:
@@ -809,7 +806,8 @@ class CfCSequence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, plan, drops, masks, x, dt, mask, h0, c0, *raw):
-        if compiled.applies(plan, masks, raw):  # one compiled pass per Linear
+        ctx.compiled_fold = compiled.applies(plan, masks, raw)  # one compiled pass per Linear, both ways
+        if ctx.compiled_fold:
             params, prep = compiled.fold_prepare(plan, raw, drops is not None, x.shape[-1])
         else:
             params = fold(plan, raw, masks, drops is not None)
@@ -833,7 +831,7 @@ class CfCSequence(torch.autograd.Function):
             cache = dict(cache, new=y.transpose(0, 1))  # a local view: ctx must not hold one
         dx, ddt, dh0, dc0, grads = run_backward(ctx.plan, cache, ctx.params, ctx.drops, gy, gh, gc,
                                                 need_dt=ctx.needs_input_grad[4], need_x=ctx.needs_input_grad[3])
-        if compiled.applies(ctx.plan, ctx.masks, raw):
+        if ctx.compiled_fold:
             grads = compiled.unfold(ctx.plan, raw, ctx.drops is not None, grads)
         else:
             grads = unfold_grads(ctx.plan, raw, ctx.masks, ctx.drops is not None, grads)
